@@ -1,0 +1,5 @@
+"""``python -m benchmarks.inference``."""
+
+from benchmarks.inference.run import main
+
+raise SystemExit(main())

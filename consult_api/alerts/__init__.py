@@ -1,0 +1,1 @@
+"""Alerts: critical findings and missed deadlines notified to on-duty specialists by webhook and e-mail."""

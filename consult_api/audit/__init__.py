@@ -1,0 +1,1 @@
+"""Tamper-evident audit trail of every access to patient data."""

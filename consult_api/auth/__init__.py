@@ -1,0 +1,1 @@
+"""Authentication: passwords, JWT bearer tokens, facility API keys."""

@@ -1,0 +1,1 @@
+"""Consultation cases: the six Telehealth services, their status machine and timeline."""

@@ -1,0 +1,1 @@
+"""DICOM: the index, ingest shared by every entry point, DICOMweb and DIMSE."""

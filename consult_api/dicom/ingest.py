@@ -1,0 +1,280 @@
+"""The one ingest path behind STOW-RS, DIMSE C-STORE and browser uploads.
+
+An instance is staged (fsynced temp file, hashed on the way in), its header parsed and checked, then
+committed to the blob store and indexed in the caller's transaction. Same SOP Instance UID with the
+same bytes is an idempotent success; with different bytes it is refused and the stored one stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from consult_api.access import Principal, study_visibility
+from consult_api.cases import service as cases
+from consult_api.cases.models import Case, CaseStatus
+from consult_api.db import utcnow
+from consult_api.dicom import parsing, repository
+from consult_api.dicom.models import Instance, Series, Study
+from consult_api.dicom.parsing import DicomRejected, ParsedInstance
+from consult_api.errors import Conflict, NotPermitted
+from consult_api.storage.blobs import BlobRef, BlobStore, StagedBlob
+
+log = logging.getLogger("consult_api.dicom")
+BULK_THRESHOLD = 1024
+INDEX_ATTEMPTS = 3
+BULKDATA_MARKER = "bulkdata:"
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What happened to one instance: the per-instance line of a STOW response or a C-STORE status."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    failure_reason: int | None = None
+    message: str = ""
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_reason is None
+
+
+@dataclass
+class IngestContext:
+    """Who is sending, for which case, through which door."""
+
+    principal: Principal
+    via: str
+    case: Case | None = None
+    expected_study_uid: str | None = None
+    outcomes: list[StoreOutcome] = field(default_factory=list)
+    defer_dir_sync: bool = False
+    """Batch doors (STOW, uploads) sync the blob folders once at the end via ``stored_refs``."""
+    stored_refs: list[BlobRef] = field(default_factory=list)
+
+
+def case_for_upload(session: Session, principal: Principal, case_id: str) -> Case:
+    """A case images may be attached to: visible, sent by the caller's facility, still open."""
+    case = cases.get_case(session, principal, case_id, audit_read=False)
+    if not (principal.is_referrer_for(case) or principal.is_admin):
+        raise NotPermitted("only the referring facility attaches images to a case")
+    if case.status in (CaseStatus.concluded, CaseStatus.closed):
+        raise Conflict(f"images cannot be added to a {case.status} case")
+    return case
+
+
+def _failure(exc: DicomRejected, parsed: ParsedInstance | None = None) -> StoreOutcome:
+    return StoreOutcome(
+        sop_class_uid=parsed.sop_class_uid if parsed else "",
+        sop_instance_uid=parsed.sop_instance_uid if parsed else "",
+        study_instance_uid=parsed.study_instance_uid if parsed else "",
+        failure_reason=exc.reason,
+        message=exc.message,
+    )
+
+
+def _success(parsed: ParsedInstance, *, duplicate: bool = False) -> StoreOutcome:
+    return StoreOutcome(
+        sop_class_uid=parsed.sop_class_uid,
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+        duplicate=duplicate,
+    )
+
+
+def _text(parsed: ParsedInstance, keyword: str, limit: int) -> str:
+    value = parsed.get(keyword, "")
+    return str(value if value is not None else "").strip()[:limit]
+
+
+def _int(parsed: ParsedInstance, keyword: str) -> int | None:
+    value = parsed.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_existing(session: Session, parsed: ParsedInstance, staged: StagedBlob) -> Instance | None:
+    existing = repository.instance_by_uid(session, parsed.sop_instance_uid)
+    if existing is not None and existing.blob_sha256 != staged.ref.sha256:
+        raise DicomRejected(
+            parsing.DUPLICATE_INSTANCE,
+            f"SOP Instance {parsed.sop_instance_uid} is already stored with different content; "
+            "the stored one is kept",
+        )
+    return existing
+
+
+def _study_for(session: Session, ctx: IngestContext, parsed: ParsedInstance) -> Study:
+    study = repository.study_by_uid(session, parsed.study_instance_uid)
+    if study is None:
+        study = Study(
+            study_instance_uid=parsed.study_instance_uid,
+            facility_id=ctx.principal.facility_id,
+            case_id=ctx.case.id if ctx.case else None,
+        )
+        _fill_study(study, parsed)
+        repository.add(session, study)
+        return study
+    if not _may_add_to(session, ctx.principal, study):
+        raise DicomRejected(parsing.NOT_AUTHORIZED, "the study belongs to another facility")
+    if ctx.case is not None:
+        if study.case_id not in (None, ctx.case.id):
+            raise DicomRejected(parsing.PROCESSING_FAILURE, "the study is attached to another case")
+        study.case_id = ctx.case.id
+    return study
+
+
+def _may_add_to(session: Session, principal: Principal, study: Study) -> bool:
+    if study.facility_id == principal.facility_id:
+        return True
+    query = select(Study.id).where(Study.id == study.id, study_visibility(principal))
+    return session.scalar(query) is not None
+
+
+def _fill_study(study: Study, parsed: ParsedInstance) -> None:
+    study.patient_id = _text(parsed, "PatientID", 64)
+    study.patient_name = _text(parsed, "PatientName", 200)
+    study.patient_birth_date = _text(parsed, "PatientBirthDate", 8)
+    study.patient_sex = _text(parsed, "PatientSex", 16)
+    study.study_date = _text(parsed, "StudyDate", 8)
+    study.study_time = _text(parsed, "StudyTime", 16)
+    study.accession_number = _text(parsed, "AccessionNumber", 16)
+    study.study_id = _text(parsed, "StudyID", 16)
+    study.study_description = _text(parsed, "StudyDescription", 64)
+    study.referring_physician_name = _text(parsed, "ReferringPhysicianName", 200)
+
+
+def _series_for(session: Session, study: Study, parsed: ParsedInstance) -> Series:
+    series = repository.series_by_uid(session, parsed.series_instance_uid)
+    if series is not None:
+        if series.study_id != study.id:
+            raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "the series is indexed under another study")
+        return series
+    series = Series(
+        series_instance_uid=parsed.series_instance_uid,
+        study_id=study.id,
+        modality=_text(parsed, "Modality", 16),
+        series_number=_int(parsed, "SeriesNumber"),
+        series_description=_text(parsed, "SeriesDescription", 64),
+        body_part_examined=_text(parsed, "BodyPartExamined", 16),
+    )
+    repository.add(session, series)
+    study.number_of_series = Study.number_of_series + 1
+    if series.modality and series.modality not in study.modalities:
+        study.modalities = sorted([*study.modalities, series.modality])
+    return series
+
+
+def header_json(dataset: Dataset) -> dict[str, Any]:
+    """DICOM JSON of the header; large binary values become markers resolved to URIs when served."""
+
+    def bulk(element: DataElement) -> str:
+        return f"{BULKDATA_MARKER}{element.tag:08X}"
+
+    result: dict[str, Any] = dataset.to_json_dict(BULK_THRESHOLD, bulk)
+    return result
+
+
+def cached_header(store: BlobStore, instance: Instance) -> dict[str, Any]:
+    """The instance's header as DICOM JSON, built on first use and kept on the row.
+
+    Building it costs ~3 ms of pydicom per instance, a third of the ingest CPU; deferring it to the
+    first metadata request keeps C-STORE and STOW fast and pays once per instance actually viewed.
+    """
+    if not instance.dicom_json:
+        data = b"".join(store.open_verified(instance.blob_sha256))
+        instance.dicom_json = header_json(parsing.parse_bytes(data))
+    return instance.dicom_json
+
+
+def _index(session: Session, ctx: IngestContext, parsed: ParsedInstance, staged: StagedBlob) -> None:
+    study = _study_for(session, ctx, parsed)
+    series = _series_for(session, study, parsed)
+    instance = Instance(
+        sop_instance_uid=parsed.sop_instance_uid,
+        sop_class_uid=parsed.sop_class_uid,
+        series_id=series.id,
+        instance_number=_int(parsed, "InstanceNumber"),
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        blob_sha256=staged.ref.sha256,
+        size=staged.ref.size,
+        rows=_int(parsed, "Rows"),
+        columns=_int(parsed, "Columns"),
+        number_of_frames=_int(parsed, "NumberOfFrames") or 1,
+        dicom_json={},  # filled on first use: see cached_header
+        received_via=ctx.via,
+    )
+    repository.add(session, instance)
+    # Counted in SQL, not read-modify-write in Python: concurrent requests into one study add up.
+    series.number_of_instances = Series.number_of_instances + 1
+    study.number_of_instances = Study.number_of_instances + 1
+    study.last_instance_at = utcnow()
+    study.completed_at = None
+
+
+def store_staged(session: Session, store: BlobStore, ctx: IngestContext, staged: StagedBlob) -> StoreOutcome:
+    """Parse, check and index one staged file inside a savepoint; the staged file is consumed."""
+    parsed: ParsedInstance | None = None
+    try:
+        parsed = parsing.parse_instance(staged.path)
+        if ctx.expected_study_uid and parsed.study_instance_uid != ctx.expected_study_uid:
+            raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "Study Instance UID differs from the URL's")
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                with session.begin_nested():
+                    if _check_existing(session, parsed, staged) is not None:
+                        outcome = _success(parsed, duplicate=True)
+                    else:
+                        # Content-addressed: publishing the same bytes again (a retry) is a no-op.
+                        ctx.stored_refs.append(store.commit(staged, sync_dir=not ctx.defer_dir_sync))
+                        _index(session, ctx, parsed, staged)
+                        outcome = _success(parsed)
+                break
+            except IntegrityError:
+                # Another request created the same study, series or instance between our read and
+                # our insert (PostgreSQL, concurrent STOW/C-STORE): its row is committed now, so the
+                # savepoint is retried and finds it.
+                if attempt == INDEX_ATTEMPTS - 1:
+                    raise
+    except DicomRejected as exc:
+        outcome = _failure(exc, parsed)
+    finally:
+        staged.discard()
+    ctx.outcomes.append(outcome)
+    return outcome
+
+
+def audit_outcomes(session: Session, ctx: IngestContext, record: Callable[..., Any]) -> None:
+    """One audit event per request or association: which instances were stored, refused, repeated."""
+    stored = [o.sop_instance_uid for o in ctx.outcomes if o.ok and not o.duplicate]
+    if not ctx.outcomes:
+        return
+    record(
+        session,
+        ctx.principal,
+        "dicom.store",
+        "dicom_study",
+        ",".join(sorted({o.study_instance_uid for o in ctx.outcomes if o.study_instance_uid}))[:64] or None,
+        case_id=ctx.case.id if ctx.case else None,
+        detail={
+            "via": ctx.via,
+            "stored": stored,
+            "duplicates": [o.sop_instance_uid for o in ctx.outcomes if o.duplicate],
+            "failed": [[o.sop_instance_uid, o.failure_reason] for o in ctx.outcomes if not o.ok],
+        },
+    )

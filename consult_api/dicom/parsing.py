@@ -1,0 +1,163 @@
+"""Read and check a Part-10 file's header without decoding pixels.
+
+pydicom reads a truncated file without complaint (a missing tail of Pixel Data just vanishes), so
+completeness is checked separately: every top-level element must end inside the file.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.uid import UID
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+# STOW-RS / C-STORE failure reasons (PS3.4 / PS3.18)
+CANNOT_UNDERSTAND = 0xC000
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+DATASET_DOES_NOT_MATCH = 0xA900
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_INSTANCE = 0x0111
+OUT_OF_RESOURCES = 0xA700
+NOT_AUTHORIZED = 0x0124
+
+SUPPORTED_TRANSFER_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",  # Implicit VR Little Endian
+        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG Extended
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+    }
+)
+
+
+class DicomRejected(Exception):
+    """An instance that cannot be stored, with the DICOM failure reason to report."""
+
+    def __init__(self, reason: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    """The identifying header of one instance, checked and ready to index."""
+
+    dataset: Dataset
+    transfer_syntax_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        return self.dataset.get(keyword, default)
+
+
+def _check_uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not value:
+        raise DicomRejected(DATASET_DOES_NOT_MATCH, f"{keyword} is missing")
+    if len(value) > 64 or not _UID.match(value):
+        raise DicomRejected(DATASET_DOES_NOT_MATCH, f"{keyword} {value[:70]!r} is not a valid UID")
+    return value
+
+
+def _check_transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not syntax:
+        raise DicomRejected(CANNOT_UNDERSTAND, "file meta has no Transfer Syntax UID")
+    if syntax not in SUPPORTED_TRANSFER_SYNTAXES:
+        name = UID(syntax).name if syntax else ""
+        raise DicomRejected(TRANSFER_SYNTAX_NOT_SUPPORTED, f"transfer syntax {syntax} ({name}) not supported")
+    return syntax
+
+
+def _dataset_end(stream: BinaryIO, syntax: UID) -> int:
+    """Where the last top-level element ends, walking element headers only (values are skipped)."""
+    stream.seek(0)
+    read_preamble(stream, False)
+    _read_file_meta_info(stream)
+    end = stream.tell()
+    generator = data_element_generator(stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256)
+    for element in generator:
+        if isinstance(element, RawDataElement) and element.length != UNDEFINED_LENGTH:
+            end = element.value_tell + element.length
+        else:
+            end = stream.tell()
+    return end
+
+
+def _check_complete(stream: BinaryIO, size: int, syntax: str) -> None:
+    if syntax == "1.2.840.10008.1.2.1.99":
+        return  # deflated: pydicom inflates while reading; a truncated stream fails to inflate
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # pydicom only warns when a delimiter is missing at EOF
+            end = _dataset_end(stream, UID(syntax))
+    except (EOFError, UserWarning, ValueError, OSError) as exc:
+        raise DicomRejected(CANNOT_UNDERSTAND, f"file is truncated or corrupt: {exc}") from exc
+    if end > size:
+        raise DicomRejected(
+            CANNOT_UNDERSTAND, f"file is truncated: elements end at byte {end}, file has {size}"
+        )
+
+
+def _read_header(stream: BinaryIO) -> Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(stream, stop_before_pixels=True)
+    except InvalidDicomError as exc:
+        raise DicomRejected(CANNOT_UNDERSTAND, "not a DICOM Part-10 file (no 'DICM' preamble)") from exc
+    except Exception as exc:
+        raise DicomRejected(CANNOT_UNDERSTAND, f"cannot parse DICOM header: {type(exc).__name__}") from exc
+
+
+def parse_instance(path: Path) -> ParsedInstance:
+    """Parse and validate one Part-10 file; raises ``DicomRejected`` with a failure reason."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        ds = _read_header(stream)
+        syntax = _check_transfer_syntax(ds)
+        _check_complete(stream, size, syntax)
+    parsed = ParsedInstance(
+        dataset=ds,
+        transfer_syntax_uid=syntax,
+        sop_class_uid=_check_uid(ds, "SOPClassUID"),
+        sop_instance_uid=_check_uid(ds, "SOPInstanceUID"),
+        study_instance_uid=_check_uid(ds, "StudyInstanceUID"),
+        series_instance_uid=_check_uid(ds, "SeriesInstanceUID"),
+    )
+    return parsed
+
+
+def parse_bytes(data: bytes) -> Dataset:
+    """Header of an in-memory Part-10 file (used when serving metadata)."""
+    return _read_header(io.BytesIO(data))

@@ -1,0 +1,1 @@
+"""De-identified training exports of specialist-confirmed findings (read by ``datasets.manifest``)."""

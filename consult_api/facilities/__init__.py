@@ -1,0 +1,1 @@
+"""Facilities in tiers and the referral links between them."""

@@ -1,0 +1,1 @@
+"""FHIR R4 export of concluded cases (DiagnosticReport, Observations, ImagingStudy)."""

@@ -1,0 +1,1 @@
+"""Specialist opinions: drafts, signing (then immutable) and addenda."""

@@ -1,0 +1,1 @@
+"""Live video review sessions of a case: scheduling, invitations, join tokens, signaling, SFUs."""

@@ -1,0 +1,1 @@
+"""Whole-slide images: ingest with OpenSlide, DeepZoom tiles, thumbnails, regions, associated images."""

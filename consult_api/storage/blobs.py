@@ -1,0 +1,260 @@
+"""Content-addressed blob storage: a blob's name is the sha256 of its bytes.
+
+Writes go to a temporary file in the store, are fsynced, then atomically renamed into place, so a
+crash leaves either the whole blob or nothing. Reads verify the digest as they stream, so silent
+corruption on disk is reported instead of served.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from consult_api.errors import HoichanError, StorageError
+
+CHUNK = 1024 * 1024
+FSYNC_THREADS = 8
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobNotFound(HoichanError):
+    status_code = 404
+    title = "Not found"
+
+
+class BlobCorrupted(HoichanError):
+    """The bytes on disk no longer hash to their name."""
+
+    status_code = 500
+    title = "Stored data corrupted"
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    """Bytes written and fsynced in the store's temp area, not yet published under their digest."""
+
+    path: Path
+    ref: BlobRef
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class BlobWriter:
+    """Receives bytes into a temp file in the store's temp area, hashing them on the way."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc) from exc
+        self._digest.update(data)
+        self.size += len(data)
+
+    def finish(self, *, durable: bool = True) -> StagedBlob:
+        """Close the temp file; ``durable=False`` leaves the fsync to ``make_durable`` (batched)."""
+        try:
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc) from exc
+        return StagedBlob(self.path, BlobRef(self._digest.hexdigest(), self.size))
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BlobStore(Protocol):
+    """What every backend offers (local disk now; an S3-compatible store fits the same calls)."""
+
+    def put_stream(self, chunks: Iterable[bytes]) -> BlobRef: ...
+
+    def put_file(self, path: Path) -> BlobRef: ...
+
+    def stage(self, chunks: Iterable[bytes]) -> StagedBlob: ...
+
+    def commit(self, staged: StagedBlob, *, sync_dir: bool = True) -> BlobRef: ...
+
+    def open_writer(self) -> BlobWriter: ...
+
+    def make_durable(self, staged: Sequence[StagedBlob]) -> None: ...
+
+    def sync_dirs(self, refs: Iterable[BlobRef]) -> None: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def open_verified(self, sha256: str) -> Iterator[bytes]: ...
+
+    def local_path(self, sha256: str) -> Path: ...
+
+
+def check_digest(sha256: str) -> str:
+    if not _SHA256.match(sha256):
+        raise BlobNotFound(f"blob {sha256!r} is not a sha256 digest")
+    return sha256
+
+
+def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk
+
+
+class LocalBlobStore:
+    """Blobs under ``root/ab/cd/<sha256>``; temp files under ``root/tmp`` on the same filesystem."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def local_path(self, sha256: str) -> Path:
+        digest = check_digest(sha256)
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def exists(self, sha256: str) -> bool:
+        return self.local_path(sha256).is_file()
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        return self.put_stream([data])
+
+    def put_file(self, path: Path) -> BlobRef:
+        with path.open("rb") as stream:
+            return self.put_stream(read_chunks(stream))
+
+    def put_stream(self, chunks: Iterable[bytes]) -> BlobRef:
+        """Store the bytes; storing the same bytes twice is a no-op returning the same ref."""
+        staged = self.stage(chunks)
+        try:
+            return self.commit(staged)
+        finally:
+            staged.discard()
+
+    def stage(self, chunks: Iterable[bytes]) -> StagedBlob:
+        """Write bytes to a fsynced temp file inside the store, hashing as they pass.
+
+        Callers parse or validate the staged file, then ``commit`` it (a rename, no copy) or
+        ``discard`` it; nothing is visible in the store until the commit.
+        """
+        writer = self.open_writer()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.finish()
+        except OSError as exc:
+            writer.abort()
+            raise _storage_error(exc) from exc
+        except BaseException:
+            writer.abort()
+            raise
+
+    def open_writer(self) -> BlobWriter:
+        """A push-style stager for producers that are not iterables (multipart parsers, sockets)."""
+        return BlobWriter(self.tmp_dir)
+
+    def commit(self, staged: StagedBlob, *, sync_dir: bool = True) -> BlobRef:
+        """Rename into place; with ``sync_dir=False`` the caller must ``sync_dirs`` before relying on it."""
+        try:
+            self._publish(staged.path, staged.ref, sync_dir)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        return staged.ref
+
+    def _publish(self, tmp: Path, ref: BlobRef, sync_dir: bool) -> None:
+        final = self.local_path(ref.sha256)
+        if final.is_file() and final.stat().st_size == ref.size:
+            return
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        if sync_dir:
+            _fsync_dir(final.parent)
+
+    def make_durable(self, staged: Sequence[StagedBlob]) -> None:
+        """fsync many staged files at once: the disk overlaps them, and fsync releases the GIL.
+
+        A STOW-RS request of 50 instances spends ~35 ms in sequential fsyncs; in parallel, a few.
+        """
+        self._parallel(_fsync_file, [s.path for s in staged])
+
+    def sync_dirs(self, refs: Iterable[BlobRef]) -> None:
+        """Make deferred renames durable (one fsync per fan-out folder touched)."""
+        self._parallel(_fsync_dir, sorted({self.local_path(r.sha256).parent for r in refs}))
+
+    @staticmethod
+    def _parallel(action: Callable[[Path], None], paths: Sequence[Path]) -> None:
+        if not paths:
+            return
+        try:
+            with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(paths))) as pool:
+                list(pool.map(action, paths))
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    def open_verified(self, sha256: str) -> Iterator[bytes]:
+        """Stream the blob, raising ``BlobCorrupted`` at the end if the bytes do not match."""
+        path = self.local_path(sha256)
+        if not path.is_file():
+            raise BlobNotFound(f"blob {sha256} not found")
+        return self._verified_chunks(path, sha256)
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return b"".join(self.open_verified(sha256))
+
+    @staticmethod
+    def _verified_chunks(path: Path, sha256: str) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for chunk in read_chunks(stream):
+                digest.update(chunk)
+                yield chunk
+        if digest.hexdigest() != sha256:
+            raise BlobCorrupted(f"blob {sha256} failed verification on read")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(exc: OSError) -> HoichanError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError("no space left in blob storage; nothing was stored")
+    return StorageError(f"blob storage write failed: {exc.strerror}")

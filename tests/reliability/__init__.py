@@ -1,0 +1,1 @@
+"""Reliability, security and load: fuzzing, faults, throttling, headers, logs without patient data."""
