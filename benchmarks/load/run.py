@@ -1,10 +1,18 @@
-"""Load: concurrent STOW-RS into uvicorn with several workers, then worklist queries at scale.
+"""Load: concurrent STOW-RS and C-STORE into Hoichan, then worklist queries at scale.
 
-    python -m benchmarks.load.run                      # full: 10,000 instances, 10k cases, 100k instances
-    python -m benchmarks.load.run --instances 400 --cases 500 --bulk-instances 5000 --users 10   # CI-sized
+    python -m benchmarks.load.run    # full: 10,000 instances (2,000 by C-STORE), 10k cases, 100k instances
+    python -m benchmarks.load.run --instances 400 --cases 500 --bulk-instances 5000 --users 10  # CI-sized
+
+Two processes share one database and one blob store: uvicorn with several workers (the API) and
+``hoichan dimse`` (the DICOM listener). In one timed phase 20 STOW-RS clients and 5 C-STORE
+associations (a registered calling AE of the district facility) send the instances at the same
+time; ``--cstore-share`` of them (every fifth by default, interleaved, so both doors write into
+the same studies) go by C-STORE. Then every instance must be stored exactly once with the bytes
+sent: sha256 of the whole file for STOW-RS; for C-STORE, which carries no file meta on the wire
+(the listener writes its own), sha256 of the data set after the file meta. Study counters must be
+exact. Prints throughput, STOW request and C-STORE per-instance latency p50/p99.
 
 Uses PostgreSQL on 127.0.0.1:5432 when reachable (a fresh database, dropped afterwards), else SQLite.
-Checks every instance was stored exactly once with the bytes sent (sha256), prints p50/p99.
 """
 
 from __future__ import annotations
@@ -12,7 +20,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -21,11 +32,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
 from pydicom.uid import generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.dsutils import split_dataset
 from sqlalchemy import func, insert, select, text
 
 from consult_api import migrate
@@ -40,6 +53,8 @@ from tests.reliability.live import ADMIN_PASSWORD, LiveServer, build_network
 BOUNDARY = "load-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+CALLED_AE = "HOICHAN"
+CALLING_AE = "LOADSCU"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -75,9 +90,50 @@ def fresh_database(workdir: Path) -> tuple[str, Any]:
     return f"sqlite:///{workdir / 'load.db'}", lambda: None
 
 
-def make_instances(folder: Path, count: int, per_series: int = 50) -> list[bytes]:
+class DimseServer(LiveServer):
+    """``hoichan dimse`` beside the API: the same environment, so the same database and blob store.
+
+    Ready when its port accepts a connection (it has no HTTP side).
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        super().__init__(
+            workdir,
+            {**env, "HOICHAN_DIMSE_HOST": "127.0.0.1", "HOICHAN_DIMSE_AE_TITLE": CALLED_AE},
+            command=[sys.executable, "-m", "consult_api.cli", "dimse", "--port", "{port}"],
+        )
+        self.env["HOICHAN_DIMSE_PORT"] = str(self.port)
+        self.log_path = workdir / "dimse.log"
+
+    def start(self, timeout: float = 90) -> DimseServer:
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"DIMSE listener exited ({self.process.returncode}):\n{self.log()[-4000:]}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"DIMSE listener not ready in {timeout} s:\n{self.log()[-4000:]}")
+
+
+def make_instances(folder: Path, count: int, per_series: int = 50) -> list[Path]:
+    """``count`` 64x64 CT files, 50 to a series (one study each); paths in generation order."""
     rng = np.random.default_rng(11)
-    out: list[bytes] = []
+    out: list[Path] = []
     for index in range(0, count, per_series):
         n = min(per_series, count - index)
         series_dir = folder / f"s{index}"
@@ -89,8 +145,25 @@ def make_instances(folder: Path, count: int, per_series: int = 50) -> list[bytes
             series_uid=str(generate_uid()),
             patient_id=f"L{index}",
         )
-        out += [p.read_bytes() for p in sorted(series_dir.rglob("*.dcm"))]
+        out += sorted(series_dir.rglob("*.dcm"))
     return out
+
+
+def split_doors(paths: list[Path], share: float) -> tuple[list[Path], list[Path]]:
+    """(STOW-RS, C-STORE): every 1/share-th instance to C-STORE, so both doors fill the same studies."""
+    share = min(max(share, 0.0), 1.0)
+    cstore = [int((i + 1) * share) > int(i * share) for i in range(len(paths))]
+    return [p for p, c in zip(paths, cstore, strict=True) if not c], [
+        p for p, c in zip(paths, cstore, strict=True) if c
+    ]
+
+
+def dataset_body(path: Path) -> bytes:
+    """The encoded data set after the preamble and file meta: what C-STORE carries on the wire."""
+    _, offset = split_dataset(path)
+    with path.open("rb") as fp:
+        fp.seek(offset)
+        return fp.read()
 
 
 def body(parts: list[bytes]) -> bytes:
@@ -134,27 +207,151 @@ def stow_phase(
     }
 
 
-def verify_stored(url: str, blob_dir: Path, instances: list[bytes]) -> dict[str, Any]:
+def cstore_phase(port: int, paths: list[Path], associations: int) -> dict[str, Any]:
+    """One association per client thread, each sending its share file by file (raw, not re-encoded)."""
+    # Send the file's encoded data set as it is (no decode/re-encode), as a modality would; this
+    # needs an accepted context with exactly the file's transfer syntax, proposed below.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    contexts = sorted(
+        {
+            (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+            for meta, _ in map(split_dataset, paths)
+        }
+    )
+    latencies: list[float] = []
+    setup: list[float] = []
+    errors: list[str] = []
+    failed = refused = 0
+    lock = threading.Lock()
+
+    def client(share: list[Path]) -> None:
+        nonlocal failed, refused
+        ae = AE(ae_title=CALLING_AE)
+        ae.acse_timeout = 60
+        ae.dimse_timeout = 120
+        ae.network_timeout = 120
+        for sop_class, syntax in contexts:
+            ae.add_requested_context(sop_class, syntax)
+        started = time.perf_counter()
+        assoc = ae.associate("127.0.0.1", port, ae_title=CALLED_AE)
+        with lock:
+            setup.append(time.perf_counter() - started)
+        if not assoc.is_established:
+            with lock:
+                refused += 1
+                failed += len(share)
+                why = (
+                    "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+                )
+                errors.append(f"association {why}")
+            return
+        try:
+            for n, path in enumerate(share):
+                started = time.perf_counter()
+                status = assoc.send_c_store(path, msg_id=n % 65535 + 1)
+                elapsed = time.perf_counter() - started
+                code = int(status.Status) if "Status" in status else None
+                with lock:
+                    latencies.append(elapsed)
+                    if code != 0x0000:
+                        failed += 1
+                        errors.append("no response" if code is None else f"status 0x{code:04X}")
+                if not assoc.is_established:
+                    with lock:
+                        failed += len(share) - n - 1
+                        errors.append(f"association lost after {n + 1} of {len(share)}")
+                    return
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    started = time.perf_counter()
+    if paths and associations > 0:
+        with ThreadPoolExecutor(associations) as pool:
+            list(pool.map(client, [paths[i::associations] for i in range(associations)]))
+    wall = time.perf_counter() - started
+    return {
+        "associations": associations,
+        "instances": len(paths),
+        "refused_associations": refused,
+        "errors": errors[:5],
+        "error_count": failed,
+        "instances_per_s": round(len(paths) / wall, 1) if paths else 0.0,
+        "instance_latency": summary(latencies),
+        "association_setup": summary(setup),
+    }
+
+
+def ingest_phase(
+    base: str, headers: dict[str, str], dimse_port: int, paths: list[Path], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Both doors at the same time: STOW-RS clients and C-STORE associations contend for the database."""
+    stow_paths, cstore_paths = split_doors(paths, args.cstore_share)
+    stow_bytes = [p.read_bytes() for p in stow_paths]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        stow = pool.submit(stow_phase, base, headers, stow_bytes, args.stow_clients, args.batch)
+        cstore = pool.submit(cstore_phase, dimse_port, cstore_paths, args.cstore_associations)
+        result = {"stow": stow.result(), "cstore": cstore.result()}
+    wall = time.perf_counter() - started
+    return {
+        "instances": len(paths),
+        "wall_s": round(wall, 1),
+        "instances_per_s": round(len(paths) / wall, 1),
+        **result,
+    }
+
+
+def verify_stored(
+    url: str, blob_dir: Path, instances: list[bytes], cstore_bodies: list[bytes] | None = None
+) -> dict[str, Any]:
+    """Stored exactly once with the bytes sent.
+
+    ``instances`` are whole files sent by STOW-RS (stored as sent); ``cstore_bodies`` the data sets
+    sent by C-STORE, stored behind the listener's own file meta, so compared after the file meta.
+    """
     engine = create_db_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(select(Instance.sop_instance_uid, Instance.blob_sha256)).all()
         counted = conn.scalar(select(func.sum(Study.number_of_instances))) or 0
     engine.dispose()
     sent = {hashlib.sha256(i).hexdigest() for i in instances}
+    sent_bodies = {hashlib.sha256(b).hexdigest() for b in cstore_bodies or []}
     stored = [sha for _, sha in rows]
     uids = [uid for uid, _ in rows]
     corrupt = 0
+    stored_bodies: set[str] = set()
     for sha in stored:
         path = blob_dir / sha[:2] / sha[2:4] / sha
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
             corrupt += 1
+        elif sent_bodies:
+            stored_bodies.add(hashlib.sha256(dataset_body(path)).hexdigest())
     return {
         "stored": len(rows),
         "duplicates": len(uids) - len(set(uids)),
-        "missing": len(sent - set(stored)),
+        "missing": len(sent - set(stored)) + len(sent_bodies - stored_bodies),
         "corrupt_blobs": corrupt,
         "study_counters": int(counted),
     }
+
+
+def stored_by_door(url: str) -> dict[str, int]:
+    engine = create_db_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Instance.received_via, func.count()).group_by(Instance.received_via)).all()
+    engine.dispose()
+    return {str(via): int(n) for via, n in rows}
+
+
+def register_calling_ae(http: httpx.Client, admin: dict[str, str], facility_id: str) -> None:
+    """What an operator does for a modality: its AE title may C-STORE for the facility."""
+    response = http.post(
+        f"/api/v1/facilities/{facility_id}/dicom-nodes",
+        json={"ae_title": CALLING_AE, "may_store": True, "may_query": False},
+        headers=admin,
+    )
+    response.raise_for_status()
 
 
 def bulk_insert(url: str, facility_from: str, facility_to: str, cases: int, instances: int) -> float:
@@ -256,23 +453,37 @@ def bulk_insert(url: str, facility_from: str, facility_to: str, cases: int, inst
     return time.perf_counter() - started
 
 
-def worklist_phase(base: str, headers: dict[str, str], users: int, queries: int) -> dict[str, Any]:
+WORKLIST_VIEWS: list[dict[str, Any]] = [
+    {"limit": 50},
+    {"limit": 50, "offset": 500},
+    {"status": "submitted", "limit": 50},
+    {"priority": "critical", "limit": 50},
+]
+"""What a specialist's worklist asks for: the first page, a later page, and two filters."""
+
+
+def worklist_phase(
+    base: str, headers: dict[str, str], users: int, queries: int, *, think_s: float = 0.0
+) -> dict[str, Any]:
+    """``users`` threads, each asking for ``queries // users`` worklist pages.
+
+    ``think_s`` is the pause between one user's requests (uniformly jittered by +-50 %, so users do
+    not march in step): a person reads the page before the next click. With 0 every user fires
+    again the moment an answer arrives, which measures saturation (queueing), not what a user waits.
+    """
     latencies: list[float] = []
     statuses: list[int] = []
     lock = threading.Lock()
-    params_cycle = [
-        {"limit": 50},
-        {"limit": 50, "offset": 500},
-        {"status": "submitted", "limit": 50},
-        {"q": "Bulk Patient 12", "limit": 50},
-    ]
 
     def user(index: int) -> None:
+        jitter = random.Random(index)
         with httpx.Client(base_url=base, timeout=60) as http:
             for n in range(queries // users):
+                if think_s:
+                    time.sleep(think_s * jitter.uniform(0.5, 1.5))
                 started = time.perf_counter()
                 response = http.get(
-                    "/api/v1/cases", params=params_cycle[(index + n) % len(params_cycle)], headers=headers
+                    "/api/v1/cases", params=WORKLIST_VIEWS[(index + n) % len(WORKLIST_VIEWS)], headers=headers
                 )
                 elapsed = time.perf_counter() - started
                 with lock:
@@ -285,6 +496,7 @@ def worklist_phase(base: str, headers: dict[str, str], users: int, queries: int)
     wall = time.perf_counter() - started
     return {
         "users": users,
+        "think_ms": round(think_s * 1000),
         "queries": len(latencies),
         "non_200": sum(s != 200 for s in statuses),
         "queries_per_s": round(len(latencies) / wall, 1),
@@ -304,6 +516,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "HOICHAN_LOGIN_MAX_FAILURES_PER_IP": "100000",
     }
     result: dict[str, Any] = {"database": url.split(":")[0], "workers": args.workers}
+    # run() is also called with a bare Namespace (tests/reliability): default to both doors.
+    args.cstore_associations = getattr(args, "cstore_associations", 5)
+    args.cstore_share = getattr(args, "cstore_share", 0.2)
+    args.think_ms = getattr(args, "think_ms", 1000)
     server = LiveServer(
         workdir,
         env,
@@ -322,6 +538,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "--no-access-log",
         ],
     )
+    dimse = DimseServer(workdir, env)
     try:
         migrate.upgrade(url)
         prepare_database(
@@ -335,20 +552,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.start()
         with server.client() as http:
             net = build_network(http)
-        instances = make_instances(workdir / "dicom", args.instances)
-        result["stow"] = stow_phase(server.base, net["ref"], instances, args.stow_clients, args.batch)  # type: ignore[arg-type]
-        result["stow"]["integrity"] = verify_stored(url, workdir / "var" / "blobs", instances)
+            district = cast(dict[str, Any], net["district"])
+            central = cast(dict[str, Any], net["central"])
+            register_calling_ae(http, cast(dict[str, str], net["admin"]), district["id"])
+        dimse.start()
+        paths = make_instances(workdir / "dicom", args.instances)
+        ingest = ingest_phase(server.base, cast(dict[str, str], net["ref"]), dimse.port, paths, args)
+        stow_paths, cstore_paths = split_doors(paths, args.cstore_share)
+        ingest["integrity"] = verify_stored(
+            url,
+            workdir / "var" / "blobs",
+            [p.read_bytes() for p in stow_paths],
+            [dataset_body(p) for p in cstore_paths],
+        )
+        ingest["stored_by_door"] = stored_by_door(url)
+        if ingest["cstore"]["error_count"]:
+            ingest["cstore"]["dimse_log_tail"] = dimse.log()[-2000:]
+        result["ingest"] = ingest
         result["bulk_insert_s"] = round(
-            bulk_insert(url, net["district"]["id"], net["central"]["id"], args.cases, args.bulk_instances),
-            1,  # type: ignore[index]
+            bulk_insert(url, district["id"], central["id"], args.cases, args.bulk_instances), 1
         )
         result["bulk"] = {"cases": args.cases, "instances": args.bulk_instances}
-        result["worklist"] = worklist_phase(server.base, net["rad"], args.users, args.queries)  # type: ignore[arg-type]
+        specialist = cast(dict[str, str], net["rad"])
+        result["worklist"] = worklist_phase(
+            server.base, specialist, args.users, args.queries, think_s=args.think_ms / 1000
+        )
+        result["worklist_saturation"] = worklist_phase(server.base, specialist, args.users, args.queries)
         engine = create_db_engine(url)
         with engine.connect() as conn:
             result["db_instances"] = conn.scalar(select(func.count()).select_from(Instance))
         engine.dispose()
     finally:
+        dimse.stop()
         server.stop()
         cleanup()
     return result
@@ -362,10 +597,20 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--stow-clients", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10, help="instances per STOW-RS request")
+    parser.add_argument("--cstore-associations", type=int, default=5, help="concurrent C-STORE associations")
+    parser.add_argument(
+        "--cstore-share", type=float, default=0.2, help="fraction of the instances sent by C-STORE (0 to 1)"
+    )
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--bulk-instances", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=50)
-    parser.add_argument("--queries", type=int, default=5_000)
+    parser.add_argument("--queries", type=int, default=5_000, help="worklist requests per phase")
+    parser.add_argument(
+        "--think-ms",
+        type=int,
+        default=1000,
+        help="a user's pause between worklist requests (+-50%%); a second phase runs with none",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     result = run(args)

@@ -162,7 +162,7 @@ class DimseListener:
         with transaction(self.session_factory) as session:
             ctx = IngestContext(principal=calling.principal, via="dimse")
             outcome = ingest.store_staged(session, self.store, ctx, staged)
-            ingest.audit_outcomes(session, ctx, audit.record)
+            ingest.finish(session, ctx, audit.record)
         if not outcome.ok:
             log.info("C-STORE refused", extra={"reason": outcome.failure_reason})
             return outcome.failure_reason or UNABLE_TO_PROCESS

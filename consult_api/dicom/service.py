@@ -89,7 +89,7 @@ def stow(
             continue
         ingest.store_staged(session, store, ctx, part.staged)
     store.sync_dirs(ctx.stored_refs)  # before the index commits: rows never point at lost renames
-    ingest.audit_outcomes(session, ctx, audit.record)
+    ingest.finish(session, ctx, audit.record)
     return ctx
 
 

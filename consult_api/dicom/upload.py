@@ -55,5 +55,5 @@ def upload_to_case(
     staged = _stage_all(store, items, limits)
     ctx = IngestContext(principal=principal, via="upload", case=case)
     results = [(name, ingest.store_staged(session, store, ctx, blob)) for name, blob in staged]
-    ingest.audit_outcomes(session, ctx, audit.record)
+    ingest.finish(session, ctx, audit.record)
     return results

@@ -489,7 +489,7 @@ def _store_derived(
     for data in objects:
         ingest.store_staged(session, store, ctx, store.stage([data]))
     study.completed_at, study.last_instance_at = completed_at, last_instance_at
-    ingest.audit_outcomes(session, ctx, audit.record)
+    ingest.finish(session, ctx, audit.record)
     failed = [o.message for o in ctx.outcomes if not o.ok]
     if failed:
         log.warning("AI result objects refused by ingest", extra={"case_id": case.id, "count": len(failed)})

@@ -1,5 +1,6 @@
-"""The load benchmark, scaled down for CI: concurrent STOW-RS into uvicorn with 2 workers (every
-instance stored once, bytes intact, counters exact), then worklist queries over a bulk-loaded
+"""The load benchmark, scaled down for CI: concurrent STOW-RS into uvicorn with 2 workers and
+C-STORE into a DIMSE listener process, on one database (every instance stored once, bytes intact,
+counters exact), then worklist queries over a bulk-loaded
 database. ``HOICHAN_LOAD_SCALE`` multiplies the sizes (10 for a heavier run); the full-size run
 is ``python -m benchmarks.load.run``."""
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SCALE = float(os.environ.get("HOICHAN_LOAD_SCALE", "1"))
 
 
-def test_concurrent_stow_and_worklist_under_load() -> None:
+def test_concurrent_stow_cstore_and_worklist_under_load() -> None:
     args = argparse.Namespace(
         workers=2,
         instances=int(200 * SCALE),
@@ -26,12 +27,17 @@ def test_concurrent_stow_and_worklist_under_load() -> None:
         bulk_instances=int(5000 * SCALE),
         users=20,
         queries=int(200 * SCALE),
+        cstore_associations=5,
+        cstore_share=0.2,
+        think_ms=100,
     )
     result = run(args)
     print(result)
-    stow = result["stow"]
-    assert stow["error_count"] == 0, stow["errors"]
-    integrity = stow["integrity"]
+    ingest = result["ingest"]
+    assert ingest["stow"]["error_count"] == 0, ingest["stow"]["errors"]
+    assert ingest["cstore"]["error_count"] == 0, ingest["cstore"]["errors"]
+    assert ingest["stored_by_door"] == {"stow": args.instances * 4 // 5, "dimse": args.instances // 5}
+    integrity = ingest["integrity"]
     assert integrity == {
         "stored": args.instances,
         "duplicates": 0,
@@ -40,4 +46,5 @@ def test_concurrent_stow_and_worklist_under_load() -> None:
         "study_counters": args.instances,
     }
     assert result["worklist"]["non_200"] == 0
+    assert result["worklist_saturation"]["non_200"] == 0
     assert result["db_instances"] == args.instances + args.bulk_instances
