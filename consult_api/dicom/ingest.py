@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +119,16 @@ def _int(parsed: ParsedInstance, keyword: str) -> int | None:
 def _check_existing(session: Session, parsed: ParsedInstance, staged: StagedBlob) -> Instance | None:
     existing = repository.instance_by_uid(session, parsed.sop_instance_uid)
     if existing is not None and existing.blob_sha256 != staged.ref.sha256:
-        raise DicomRejected(
-            parsing.DUPLICATE_INSTANCE,
-            f"SOP Instance {parsed.sop_instance_uid} is already stored with different content; "
-            "the stored one is kept",
-        )
+        raise _different_content(parsed)
     return existing
+
+
+def _different_content(parsed: ParsedInstance) -> DicomRejected:
+    return DicomRejected(
+        parsing.DUPLICATE_INSTANCE,
+        f"SOP Instance {parsed.sop_instance_uid} is already stored with different content; "
+        "the stored one is kept",
+    )
 
 
 def _study_for(session: Session, ctx: IngestContext, parsed: ParsedInstance) -> Study:
@@ -216,7 +220,7 @@ def cached_header(store: BlobStore, instance: Instance) -> dict[str, Any]:
 
 
 def _index(
-    session: Session, ctx: IngestContext, parsed: ParsedInstance, staged: StagedBlob
+    session: Session, ctx: IngestContext, parsed: ParsedInstance, staged: StagedBlob, *, flush: bool = True
 ) -> tuple[Study, Series]:
     study = _study_for(session, ctx, parsed)
     series = _series_for(session, ctx, study, parsed)
@@ -234,7 +238,10 @@ def _index(
         dicom_json={},  # filled on first use: see cached_header
         received_via=ctx.via,
     )
-    repository.add(session, instance)
+    if flush:
+        repository.add(session, instance)
+    else:
+        session.add(instance)  # the batch flushes all its instances in one INSERT
     return study, series
 
 
@@ -264,13 +271,18 @@ def finish(session: Session, ctx: IngestContext, record: Callable[..., Any]) -> 
     audit_outcomes(session, ctx, record)
 
 
+def _parse(ctx: IngestContext, staged: StagedBlob) -> ParsedInstance:
+    parsed = parsing.parse_instance(staged.path)
+    if ctx.expected_study_uid and parsed.study_instance_uid != ctx.expected_study_uid:
+        raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "Study Instance UID differs from the URL's")
+    return parsed
+
+
 def store_staged(session: Session, store: BlobStore, ctx: IngestContext, staged: StagedBlob) -> StoreOutcome:
     """Parse, check and index one staged file inside a savepoint; the staged file is consumed."""
     parsed: ParsedInstance | None = None
     try:
-        parsed = parsing.parse_instance(staged.path)
-        if ctx.expected_study_uid and parsed.study_instance_uid != ctx.expected_study_uid:
-            raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "Study Instance UID differs from the URL's")
+        parsed = _parse(ctx, staged)
         for attempt in range(INDEX_ATTEMPTS):
             try:
                 with session.begin_nested():
@@ -278,9 +290,10 @@ def store_staged(session: Session, store: BlobStore, ctx: IngestContext, staged:
                     if _check_existing(session, parsed, staged) is not None:
                         outcome = _success(parsed, duplicate=True)
                     else:
-                        # Content-addressed: publishing the same bytes again (a retry) is a no-op.
-                        ctx.stored_refs.append(store.commit(staged, sync_dir=not ctx.defer_dir_sync))
                         indexed = _index(session, ctx, parsed, staged)
+                        # Published only once the index accepted it: a refused instance leaves no
+                        # blob. Content-addressed: publishing the same bytes again is a no-op.
+                        ctx.stored_refs.append(store.commit(staged, sync_dir=not ctx.defer_dir_sync))
                         outcome = _success(parsed)
                 if indexed is not None:
                     _remember(ctx, *indexed)  # only once the savepoint is released
@@ -318,3 +331,80 @@ def audit_outcomes(session: Session, ctx: IngestContext, record: Callable[..., A
             "failed": [[o.sop_instance_uid, o.failure_reason] for o in ctx.outcomes if not o.ok],
         },
     )
+
+
+def store_many(
+    session: Session, store: BlobStore, ctx: IngestContext, staged: Sequence[StagedBlob]
+) -> list[StoreOutcome]:
+    """Store a request's instances; the outcomes are in the order of ``staged``, all files consumed.
+
+    The common case (new instances into one or a few series) goes as one batch: one duplicate
+    lookup for all UIDs, one savepoint and one multi-row INSERT instead of a savepoint, three
+    queries and a flush per instance. Anything unusual inside the batch (a race with a concurrent
+    request, a study of another facility or case, a series under another study) rolls the batch's
+    savepoint back and the instances go one by one through ``store_staged``, which gives each its
+    own exact outcome. Blobs are published only after the batch's rows are flushed, so a
+    rolled-back batch leaves its staged files intact for the per-instance path.
+    """
+    outcomes: dict[int, StoreOutcome] = {}
+    candidates: list[tuple[int, StagedBlob, ParsedInstance]] = []
+    for index, blob in enumerate(staged):
+        try:
+            candidates.append((index, blob, _parse(ctx, blob)))
+        except DicomRejected as exc:
+            outcomes[index] = _failure(exc)
+            blob.discard()
+    try:
+        outcomes.update(_store_batch(session, store, ctx, candidates))
+    except (IntegrityError, DicomRejected) as exc:
+        log.info("ingest batch goes instance by instance", extra={"reason": type(exc).__name__})
+        for index, blob, _parsed in candidates:
+            outcomes[index] = store_staged(session, store, ctx, blob)
+            ctx.outcomes.pop()  # appended below, in request order
+    finally:
+        for _position, blob, _parsed in candidates:
+            blob.discard()  # no-op for published ones
+    ordered = [outcomes[index] for index in range(len(staged))]
+    ctx.outcomes.extend(ordered)
+    return ordered
+
+
+def _store_batch(
+    session: Session,
+    store: BlobStore,
+    ctx: IngestContext,
+    candidates: Sequence[tuple[int, StagedBlob, ParsedInstance]],
+) -> dict[int, StoreOutcome]:
+    stored = repository.instance_digests(session, [parsed.sop_instance_uid for _, _, parsed in candidates])
+    outcomes: dict[int, StoreOutcome] = {}
+    new: list[tuple[StagedBlob, Study, Series]] = []
+    known_before = (dict(ctx.studies), dict(ctx.series))
+    try:
+        # No autoflush: the pending instances are not needed by the lookups (duplicates are in
+        # ``stored``), and flushing them one by one is what the batch avoids.
+        with session.begin_nested(), session.no_autoflush:
+            for index, blob, parsed in candidates:
+                known = stored.get(parsed.sop_instance_uid)
+                if known is not None:  # stored before, or earlier in this same request
+                    same = known == blob.ref.sha256
+                    outcomes[index] = (
+                        _success(parsed, duplicate=True)
+                        if same
+                        else _failure(_different_content(parsed), parsed)
+                    )
+                    continue
+                stored[parsed.sop_instance_uid] = blob.ref.sha256
+                study, series = _index(session, ctx, parsed, blob, flush=False)
+                ctx.studies[study.study_instance_uid] = study  # the next instance skips the lookups
+                ctx.series[series.series_instance_uid] = series
+                new.append((blob, study, series))
+                outcomes[index] = _success(parsed)
+            session.flush()
+    except BaseException:
+        ctx.studies, ctx.series = known_before  # rows of a rolled-back savepoint are gone
+        raise
+    for blob, study, series in new:
+        # Rows and blobs become visible together, when the request's transaction commits.
+        ctx.stored_refs.append(store.commit(blob, sync_dir=not ctx.defer_dir_sync))
+        _remember(ctx, study, series)
+    return outcomes

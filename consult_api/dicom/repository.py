@@ -23,6 +23,16 @@ def instance_by_uid(session: Session, uid: str) -> Instance | None:
     return session.scalar(select(Instance).where(Instance.sop_instance_uid == uid))
 
 
+def instance_digests(session: Session, uids: Sequence[str]) -> dict[str, str]:
+    """SOP Instance UID -> sha256 of the stored file, for those of ``uids`` already indexed."""
+    if not uids:
+        return {}
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.blob_sha256).where(Instance.sop_instance_uid.in_(uids))
+    )
+    return {uid: sha for uid, sha in rows}  # noqa: C416 - Rows, not pairs, to the type checker
+
+
 def visible_studies(principal: Principal) -> Select[Study]:
     return select(Study).where(study_visibility(principal))
 

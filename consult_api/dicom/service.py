@@ -81,13 +81,13 @@ def stow(
         principal=principal, via="stow", case=case, expected_study_uid=expected_study_uid, defer_dir_sync=True
     )
     store.make_durable([part.staged for part in parts if part.staged is not None])
-    for part in parts:
-        if part.staged is None:
-            ctx.outcomes.append(
-                StoreOutcome("", "", failure_reason=parsing.CANNOT_UNDERSTAND, message=part.refusal or "")
-            )
-            continue
-        ingest.store_staged(session, store, ctx, part.staged)
+    refused = [
+        StoreOutcome("", "", failure_reason=parsing.CANNOT_UNDERSTAND, message=part.refusal or "")
+        for part in parts
+        if part.staged is None
+    ]
+    ingest.store_many(session, store, ctx, [part.staged for part in parts if part.staged is not None])
+    ctx.outcomes.extend(refused)
     store.sync_dirs(ctx.stored_refs)  # before the index commits: rows never point at lost renames
     ingest.finish(session, ctx, audit.record)
     return ctx

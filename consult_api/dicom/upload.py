@@ -54,6 +54,7 @@ def upload_to_case(
     case = ingest.case_for_upload(session, principal, case_id)
     staged = _stage_all(store, items, limits)
     ctx = IngestContext(principal=principal, via="upload", case=case)
-    results = [(name, ingest.store_staged(session, store, ctx, blob)) for name, blob in staged]
+    outcomes = ingest.store_many(session, store, ctx, [blob for _, blob in staged])
+    results = [(name, outcome) for (name, _), outcome in zip(staged, outcomes, strict=True)]
     ingest.finish(session, ctx, audit.record)
     return results
