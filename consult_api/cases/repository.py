@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, func, nulls_last, select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from consult_api.access import Principal, case_visibility
 from consult_api.cases.models import (
@@ -58,9 +59,28 @@ COUNT_CAP = 1000
 """Counting stops this far past the page: an exact count of 10,000 visible cases cost more than the page."""
 
 
+SUMMARY_COLUMNS = (
+    Case.id,
+    Case.kind,
+    Case.status,
+    Case.priority,
+    Case.urgent,
+    Case.deadline,
+    Case.clinical_question,
+    Case.referring_facility_id,
+    Case.target_facility_id,
+    Case.created_at,
+    Case.submitted_at,
+    Case.alerts,
+)
+"""What a worklist line shows: read as plain rows, without building an ORM object per case."""
+
+
 @dataclass(frozen=True)
 class WorklistPage:
-    cases: Sequence[Case]
+    cases: Sequence[Any]
+    """SQLAlchemy rows with the ``SUMMARY_COLUMNS`` by name (and ``visible``, the capped count)."""
+    assigned_user_ids: dict[str, list[str]]
     total: int
     total_exact: bool
 
@@ -68,14 +88,34 @@ class WorklistPage:
 def worklist(
     session: Session, principal: Principal, flt: CaseFilter, limit: int, offset: int
 ) -> WorklistPage:
-    """Most urgent first: priority, then the nearest deadline, then the oldest."""
+    """Most urgent first: priority, then the nearest deadline, then the oldest.
+
+    The capped count rides along the page as an uncorrelated scalar subquery (evaluated once),
+    so a page costs one statement plus one for its assignments.
+    """
     query = _filtered(principal, flt)
     cap = offset + limit + COUNT_CAP
-    counted = session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery())) or 0
+    count = select(func.count()).select_from(query.with_only_columns(Case.id).limit(cap + 1).subquery())
     ordered = query.order_by(Case.priority_rank, nulls_last(Case.deadline.asc()), Case.created_at)
-    # Summaries carry no patient: skip the joined load the single-case read needs.
-    cases = session.scalars(ordered.options(lazyload(Case.patient)).limit(limit).offset(offset)).all()
-    return WorklistPage(cases, min(counted, cap), counted <= cap)
+    page = ordered.with_only_columns(*SUMMARY_COLUMNS, count.scalar_subquery().label("visible"))
+    rows = session.execute(page.limit(limit).offset(offset)).all()
+    counted = rows[0].visible if rows else (session.scalar(count) or 0)
+    assigned = _assignees(session, [row.id for row in rows])
+    return WorklistPage(rows, assigned, min(counted, cap), counted <= cap)
+
+
+def _assignees(session: Session, case_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Case id -> assigned user ids, in assignment order, for a page of cases."""
+    assigned: dict[str, list[str]] = {case_id: [] for case_id in case_ids}
+    if case_ids:
+        query = (
+            select(CaseAssignment.case_id, CaseAssignment.user_id)
+            .where(CaseAssignment.case_id.in_(case_ids))
+            .order_by(CaseAssignment.assigned_at)
+        )
+        for case_id, user_id in session.execute(query):
+            assigned[case_id].append(user_id)
+    return assigned
 
 
 def patient_by_identifier(session: Session, issuer_facility_id: str, identifier: str) -> Patient | None:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.responses import StreamingResponse
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from consult_api.access import Principal
@@ -29,7 +30,8 @@ from consult_api.storage.blobs import read_chunks
 router = APIRouter(prefix="/cases", tags=["cases"])
 
 
-def _summary_fields(case: Case) -> dict[str, object]:
+def _summary_fields(case: Case | Row[Any], assigned_user_ids: list[str]) -> dict[str, object]:
+    """The summary of an ORM case or of a worklist row (the same names either way)."""
     return {
         "id": case.id,
         "kind": case.kind,
@@ -40,7 +42,7 @@ def _summary_fields(case: Case) -> dict[str, object]:
         "clinical_question": case.clinical_question,
         "referring_facility_id": case.referring_facility_id,
         "target_facility_id": case.target_facility_id,
-        "assigned_user_ids": [a.user_id for a in case.assignments],
+        "assigned_user_ids": assigned_user_ids,
         "created_at": case.created_at,
         "submitted_at": case.submitted_at,
         "alerts": list(case.alerts or []),
@@ -50,7 +52,7 @@ def _summary_fields(case: Case) -> dict[str, object]:
 def _read(session: Session, principal: Principal, case: Case) -> CaseRead:
     return CaseRead.model_validate(
         {
-            **_summary_fields(case),
+            **_summary_fields(case, [a.user_id for a in case.assignments]),
             "clinical_notes": case.clinical_notes,
             "patient": case.patient,
             "created_by": case.created_by,
@@ -89,7 +91,7 @@ def list_cases(
         target_facility_id=target_facility_id,
     )
     page = service.list_cases(session, principal, flt, limit, offset)
-    items = [CaseSummary.model_validate(_summary_fields(c)) for c in page.cases]
+    items = [CaseSummary.model_validate(_summary_fields(c, page.assigned_user_ids[c.id])) for c in page.cases]
     return CasePage(items=items, total=page.total, total_exact=page.total_exact, limit=limit, offset=offset)
 
 
