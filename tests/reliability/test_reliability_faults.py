@@ -5,9 +5,12 @@ Each one checks that nothing is lost, nothing is duplicated, and no blob is corr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,11 +20,9 @@ import httpx
 import numpy as np
 import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import text
 
 from datasets.synthetic.ct import write_ct_series
-from tests.conftest import PG_ADMIN_URL, PG_HOST, PG_PORT, reachable
-from tests.reliability.live import LiveServer, build_network
+from tests.reliability.live import LiveServer, build_network, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BOUNDARY = "fault-boundary"
@@ -198,54 +199,76 @@ def test_kill9_during_stow_then_resend_loses_and_duplicates_nothing(tmp_path: Pa
 # ------------------------------------------------------------------------- PostgreSQL restart
 
 
-def _pg_cluster_version() -> str | None:
-    root = Path("/etc/postgresql")
-    versions = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    return versions[-1] if versions else None
+def _pg_bin() -> Path | None:
+    """The newest installed PostgreSQL server binaries (Debian keeps them off PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if found:
+        return found[-1].parent
+    pg_ctl = shutil.which("pg_ctl")
+    return Path(pg_ctl).parent if pg_ctl else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own, on a free loopback port, in a temporary folder.
+
+    Restarting the machine's PostgreSQL would pull it from under every other test (and from a CI
+    run that found it left down): the test restarts a cluster it owns instead. The server refuses
+    to run as root, so as root it runs as the ``postgres`` user.
+    """
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="hoichan-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        command = [*self._as_owner, str(self.bin_dir / args[0]), *args[1:]]
+        done = subprocess.run(command, capture_output=True, check=False, timeout=timeout)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _ctl(self, action: str, *extra: str) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=on"
+        log = str(self.root / "postgres.log")
+        self._run("pg_ctl", action, "-D", str(self.data), "-l", log, "-o", options, "-w", *extra)
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def restart(self) -> None:
+        self._ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
 
 
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    if (
-        not reachable(PG_HOST, PG_PORT)
-        or _pg_cluster_version() is None
-        or shutil.which("pg_ctlcluster") is None
-    ):
-        pytest.skip("PostgreSQL (with pg_ctlcluster) not available here")
-    from consult_api.db import create_db_engine
-
-    name = f"hoichan_fault_{int(time.time() * 1000) % 10**9}"
-    admin = create_db_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+def pg_database() -> Iterator[PrivatePostgres]:
+    bin_dir = _pg_bin()
+    if bin_dir is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed here")
+    cluster = PrivatePostgres(bin_dir)
     try:
-        yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        cluster.init()
+        cluster.start()
+        yield cluster
     finally:
-        _ensure_postgres_running()
-        admin.dispose()
-        admin = create_db_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        with contextlib.suppress(AssertionError, OSError, subprocess.SubprocessError):
+            cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
-def _ensure_postgres_running() -> None:
-    version = _pg_cluster_version()
-    deadline = time.monotonic() + 60
-    while not reachable(PG_HOST, PG_PORT) and time.monotonic() < deadline:
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", str(version), "main", "start"],
-            check=False,
-            capture_output=True,
-        )
-        time.sleep(1)
-    assert reachable(PG_HOST, PG_PORT), "PostgreSQL did not come back"
-
-
-@pytest.mark.postgres
-def test_postgres_restart_during_writes(tmp_path: Path, pg_database: str) -> None:
+def test_postgres_restart_during_writes(tmp_path: Path, pg_database: PrivatePostgres) -> None:
     server = LiveServer(
-        tmp_path, {"HOICHAN_DIMSE_ENABLED": "false", "HOICHAN_DATABASE_URL": pg_database}
+        tmp_path, {"HOICHAN_DIMSE_ENABLED": "false", "HOICHAN_DATABASE_URL": pg_database.url}
     ).start()
     try:
         with server.client(timeout=30) as http:
@@ -282,14 +305,7 @@ def test_postgres_restart_during_writes(tmp_path: Path, pg_database: str) -> Non
             for thread in threads:
                 thread.start()
             time.sleep(1.5)
-            restart = subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", str(_pg_cluster_version()), "main", "restart"],
-                capture_output=True,
-                check=False,
-                timeout=120,
-            )
-            _ensure_postgres_running()
-            assert restart.returncode == 0, restart.stderr.decode()
+            pg_database.restart()
             time.sleep(2.5)
             stop.set()
             for thread in threads:
@@ -320,4 +336,3 @@ def test_postgres_restart_during_writes(tmp_path: Path, pg_database: str) -> Non
             )
     finally:
         server.stop()
-        _ensure_postgres_running()

@@ -4,7 +4,6 @@ messages are lost; the TriageRun rows in the database are what the beat sweep re
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.consult_api.triage.conftest import (
     worker_env,
 )
 from tests.consult_api.triage.test_triage_e2e import ct_files, findings_of, submitted_case, upload
+from tests.reliability.live import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +43,7 @@ class PrivateRedis:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
