@@ -230,6 +230,30 @@ def api_router() -> APIRouter:
     return api
 
 
+TUS_REQUEST_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "Upload-Defer-Length",
+    "X-HTTP-Method-Override",
+)
+TUS_RESPONSE_HEADERS = (
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Slide-Location",
+)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -268,7 +292,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", *TUS_REQUEST_HEADERS],
+            # A viewer on another origin (``hoichan viewer --api URL``) resumes uploads with
+            # tus-js-client, which must read these; DICOMweb clients read Content-Location.
+            expose_headers=[*TUS_RESPONSE_HEADERS, "Content-Location", "Retry-After"],
         )
     app.include_router(health_router())
     app.include_router(api_router(), responses=ERROR_RESPONSES)

@@ -35,5 +35,6 @@ def configure_logging(level: str = "INFO", *, json_output: bool = True) -> None:
     # uvicorn's access log prints full URLs (query strings can hold a patient's name): ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every URL it requests at INFO; the viewer's QIDO and search URLs can name patients.
-    for client_logger in ("httpx", "httpcore"):
+    # httpx2/httpcore2 (pulled in by Gradio's dependencies) log the same way under their own names.
+    for client_logger in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(client_logger).setLevel(logging.WARNING)

@@ -11,18 +11,23 @@ from fastapi.testclient import TestClient
 from consult_api.logs import JsonFormatter, configure_logging
 from tests.conftest import PATIENT, Actors, Network, new_case
 
+URL_LOGGING_CLIENTS = ("httpx", "httpcore.connection", "httpx2", "httpcore2.connection")
+
 
 def test_configured_logging_silences_url_logging_clients() -> None:
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, logging.getLogger("httpx").level
+    clients = [logging.getLogger(name) for name in URL_LOGGING_CLIENTS]
+    saved = root.handlers[:], root.level, [c.level for c in clients]
     try:
         configure_logging("INFO")
-        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        for client_logger in clients:
+            assert not client_logger.isEnabledFor(logging.INFO), client_logger.name
         assert logging.getLogger("uvicorn.access").disabled
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-        logging.getLogger("httpx").setLevel(saved[2])
+        for client_logger, level in zip(clients, saved[2], strict=True):
+            client_logger.setLevel(level)
         logging.getLogger("uvicorn.access").disabled = False
 
 

@@ -100,6 +100,24 @@ def test_cors_preflight_allows_configured_origin(cors_client: TestClient) -> Non
     assert "Access-Control-Allow-Credentials" not in response.headers  # bearer tokens, not cookies
 
 
+def test_cors_lets_a_viewer_on_another_origin_resume_uploads(cors_client: TestClient) -> None:
+    """tus-js-client sends the tus request headers and must read Location and Upload-Offset."""
+    preflight = cors_client.options(
+        "/uploads",
+        headers={
+            "Origin": ALLOWED,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, tus-resumable, upload-offset, upload-checksum",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert all(h in allowed for h in ("tus-resumable", "upload-offset", "upload-checksum"))
+    options = cors_client.options("/uploads", headers={"Origin": ALLOWED})
+    exposed = options.headers["Access-Control-Expose-Headers"].lower()
+    assert all(h in exposed for h in ("location", "upload-offset", "tus-version", "upload-expires"))
+
+
 def test_cors_refuses_other_origins_and_headers(cors_client: TestClient) -> None:
     evil = cors_client.options(
         "/api/v1/cases",
