@@ -488,8 +488,8 @@ def _store_derived(
     ctx = ingest.IngestContext(principal=triage_principal(study.facility_id), via="triage", case=case)
     for data in objects:
         ingest.store_staged(session, store, ctx, store.stage([data]))
-    study.completed_at, study.last_instance_at = completed_at, last_instance_at
     ingest.finish(session, ctx, audit.record)
+    study.completed_at, study.last_instance_at = completed_at, last_instance_at  # after finish's stamp
     failed = [o.message for o in ctx.outcomes if not o.ok]
     if failed:
         log.warning("AI result objects refused by ingest", extra={"case_id": case.id, "count": len(failed)})

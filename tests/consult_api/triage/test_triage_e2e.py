@@ -99,6 +99,10 @@ def test_stow_series_is_triaged_once_even_when_redelivered(
         assert sorted(modalities) == ["CT", "SR"]
         run = session.scalars(select(TriageRun)).one()
         assert run.state is RunState.done
+        # Our own result objects do not reopen the study (which would plan its triage again).
+        study = session.scalars(select(Study).where(Study.case_id == case_id)).one()
+        assert study.completed_at is not None
+        assert study.number_of_series == 2
 
     # Re-delivery: the same run sent twice more (as acks_late would) adds no finding and no event.
     with session_factory.begin() as session:
