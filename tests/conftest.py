@@ -42,6 +42,13 @@ def dcmtk_tool(name: str) -> str | None:
     return shutil.which(name, path=search + os.pathsep + "/usr/bin")
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for servers the tests start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

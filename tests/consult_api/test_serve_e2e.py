@@ -4,7 +4,6 @@ and a referral goes through it over real HTTP."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,26 +13,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import dcmtk_tool
+from tests.conftest import dcmtk_tool, free_port
 
 pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "bootstrap-password-for-tests"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HOICHAN_DATA_DIR": str(tmp_path / "var"),
         "HOICHAN_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "HOICHAN_DIMSE_PORT": str(_free_port()),
+        "HOICHAN_DIMSE_PORT": str(free_port()),
     }
     env.pop("HOICHAN_DATABASE_URL", None)
     (tmp_path / "dimse_port").write_text(env["HOICHAN_DIMSE_PORT"])

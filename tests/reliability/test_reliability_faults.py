@@ -22,7 +22,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from datasets.synthetic.ct import write_ct_series
-from tests.reliability.live import LiveServer, build_network, free_port
+from tests.conftest import free_port
+from tests.reliability.live import LiveServer, build_network
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BOUNDARY = "fault-boundary"

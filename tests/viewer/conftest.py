@@ -25,8 +25,7 @@ from consult_api.app import create_app
 from consult_api.config import Settings
 from consult_api.findings.models import Finding
 from datasets.synthetic.ct import write_ct_series
-from tests.conftest import PASSWORD, PATIENT, Network
-from tests.consult_api.dicom.conftest import free_port
+from tests.conftest import PASSWORD, PATIENT, Network, free_port
 from tests.consult_api.slides.conftest import metadata, sha256_header
 from tests.consult_api.slides.synthetic import write_generic_tiff
 from viewer.mount import mount_viewer

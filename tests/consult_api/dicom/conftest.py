@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consult_api.dicom.dimse import DimseListener
 from consult_api.dicom.models import DicomNode
 from consult_api.storage.blobs import LocalBlobStore
-from tests.conftest import Network
+from tests.conftest import Network, free_port
 
 BOUNDARY = "hoichan-test-boundary"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
@@ -34,12 +33,6 @@ STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 
 def stow(client: TestClient, headers: dict[str, str], parts: list[bytes], url: str = "/dicom-web/studies"):  # type: ignore[no-untyped-def]
     return client.post(url, content=related_body(parts), headers={**headers, "Content-Type": STOW_TYPE})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

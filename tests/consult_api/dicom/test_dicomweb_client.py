@@ -22,8 +22,8 @@ from consult_api.app import create_app
 from consult_api.config import Settings
 from consult_api.dicom.models import Instance, Study
 from consult_api.dicom.stability import complete_quiet_studies
-from tests.conftest import PASSWORD, Actors, Network, new_case
-from tests.consult_api.dicom.conftest import CT_SMALL, MR_SMALL, free_port
+from tests.conftest import PASSWORD, Actors, Network, free_port, new_case
+from tests.consult_api.dicom.conftest import CT_SMALL, MR_SMALL
 
 pytestmark = pytest.mark.integration
 

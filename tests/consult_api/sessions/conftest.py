@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,13 +13,7 @@ from fastapi.testclient import TestClient
 
 from consult_api.app import create_app
 from consult_api.config import Settings
-from tests.conftest import PASSWORD, Actors, Network, move, new_case
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import PASSWORD, Actors, Network, free_port, move, new_case
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consult_api.dicom.models import Study
 from consult_api.triage import service
 from models.registry import ModelRegistry
-from tests.conftest import Actors, Network, reachable
+from tests.conftest import Actors, Network, free_port, reachable
 from tests.consult_api.triage.conftest import (
     classifier_onnx,
     ct_card,
@@ -29,7 +29,6 @@ from tests.consult_api.triage.conftest import (
     worker_env,
 )
 from tests.consult_api.triage.test_triage_e2e import ct_files, findings_of, submitted_case, upload
-from tests.reliability.live import free_port
 
 pytestmark = pytest.mark.integration
 

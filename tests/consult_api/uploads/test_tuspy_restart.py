@@ -21,7 +21,7 @@ from tusclient.uploader import Uploader
 
 from consult_api.config import Settings
 from consult_api.uploads.storage import UploadStore
-from tests.conftest import PASSWORD, Network
+from tests.conftest import PASSWORD, Network, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHUNK = 256 * 1024
@@ -33,17 +33,11 @@ class Sha256Uploader(Uploader):
     CHECKSUM_ALGORITHM_PAIR = ("sha256", hashlib.sha256)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     """``uvicorn consult_api.app:create_app --factory`` on the test's database and data folder."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
