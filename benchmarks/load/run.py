@@ -21,18 +21,17 @@ import argparse
 import hashlib
 import json
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 import numpy as np
@@ -48,8 +47,10 @@ from consult_api.config import Settings
 from consult_api.db import create_db_engine
 from consult_api.dicom.models import Instance, Series, Study
 from datasets.synthetic.ct import write_ct_series
+from tests.conftest import reachable
 from tests.reliability.live import ADMIN_PASSWORD, LiveServer, build_network
 
+T = TypeVar("T")
 BOUNDARY = "load-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -73,8 +74,6 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def fresh_database(workdir: Path) -> tuple[str, Any]:
     """(url, cleanup): a new PostgreSQL database when one listens, else a SQLite file."""
-    from tests.conftest import reachable
-
     if reachable("127.0.0.1", 5432):
         name = f"hoichan_load_{uuid.uuid4().hex[:8]}"
         admin = create_db_engine(f"{PG}/postgres").execution_options(isolation_level="AUTOCOMMIT")
@@ -105,29 +104,9 @@ class DimseServer(LiveServer):
         self.env["HOICHAN_DIMSE_PORT"] = str(self.port)
         self.log_path = workdir / "dimse.log"
 
-    def start(self, timeout: float = 90) -> DimseServer:
-        command = [part.replace("{port}", str(self.port)) for part in self.command]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"DIMSE listener exited ({self.process.returncode}):\n{self.log()[-4000:]}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"DIMSE listener not ready in {timeout} s:\n{self.log()[-4000:]}")
+    def ready(self) -> bool:
+        """The listener accepts connections (it has no HTTP side)."""
+        return reachable("127.0.0.1", self.port)
 
 
 def make_instances(folder: Path, count: int, per_series: int = 50) -> list[Path]:
@@ -171,6 +150,15 @@ def body(parts: list[bytes]) -> bytes:
     return b"".join(head + p + b"\r\n" for p in parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
+def run_clients(client: Callable[[list[T]], None], items: list[T], clients: int) -> float:
+    """Deal ``items`` round-robin to ``clients`` threads running ``client``; the wall time of all."""
+    started = time.perf_counter()
+    if items and clients > 0:
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(client, [items[i::clients] for i in range(clients)]))
+    return time.perf_counter() - started
+
+
 def stow_phase(
     base: str, headers: dict[str, str], instances: list[bytes], clients: int, batch: int
 ) -> dict[str, Any]:
@@ -192,10 +180,7 @@ def stow_phase(
                     if response.status_code != 200:
                         errors.append(f"{response.status_code} {response.text[:200]}")
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, [batches[i::clients] for i in range(clients)]))
-    wall = time.perf_counter() - started
+    wall = run_clients(client, batches, clients)
     return {
         "clients": clients,
         "instances": len(instances),
@@ -265,11 +250,7 @@ def cstore_phase(port: int, paths: list[Path], associations: int) -> dict[str, A
             if assoc.is_established:
                 assoc.release()
 
-    started = time.perf_counter()
-    if paths and associations > 0:
-        with ThreadPoolExecutor(associations) as pool:
-            list(pool.map(client, [paths[i::associations] for i in range(associations)]))
-    wall = time.perf_counter() - started
+    wall = run_clients(client, paths, associations)
     return {
         "associations": associations,
         "instances": len(paths),

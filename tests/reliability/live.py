@@ -54,13 +54,17 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited ({self.process.returncode}):\n{self.log()[-4000:]}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
+            if self.ready():
+                return self
             time.sleep(0.2)
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.log()[-4000:]}")
+
+    def ready(self) -> bool:
+        """The API answers ``/readyz``; a server without HTTP overrides this."""
+        try:
+            return httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def kill9(self) -> None:
         """SIGKILL the whole process group (uvicorn and anything it spawned), no clean-up at all."""
