@@ -280,6 +280,12 @@ def _parse(ctx: IngestContext, staged: StagedBlob) -> ParsedInstance:
 
 def store_staged(session: Session, store: BlobStore, ctx: IngestContext, staged: StagedBlob) -> StoreOutcome:
     """Parse, check and index one staged file inside a savepoint; the staged file is consumed."""
+    outcome = _store_one(session, store, ctx, staged)
+    ctx.outcomes.append(outcome)
+    return outcome
+
+
+def _store_one(session: Session, store: BlobStore, ctx: IngestContext, staged: StagedBlob) -> StoreOutcome:
     parsed: ParsedInstance | None = None
     try:
         parsed = _parse(ctx, staged)
@@ -308,7 +314,6 @@ def store_staged(session: Session, store: BlobStore, ctx: IngestContext, staged:
         outcome = _failure(exc, parsed)
     finally:
         staged.discard()
-    ctx.outcomes.append(outcome)
     return outcome
 
 
@@ -359,8 +364,7 @@ def store_many(
     except (IntegrityError, DicomRejected) as exc:
         log.info("ingest batch goes instance by instance", extra={"reason": type(exc).__name__})
         for index, blob, _parsed in candidates:
-            outcomes[index] = store_staged(session, store, ctx, blob)
-            ctx.outcomes.pop()  # appended below, in request order
+            outcomes[index] = _store_one(session, store, ctx, blob)
     finally:
         for _position, blob, _parsed in candidates:
             blob.discard()  # no-op for published ones

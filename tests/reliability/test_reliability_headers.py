@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -83,15 +84,22 @@ def cors_client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def test_cors_preflight_allows_configured_origin(cors_client: TestClient) -> None:
-    response = cors_client.options(
-        "/api/v1/cases",
+def _preflight(
+    client: TestClient, path: str, method: str, headers: str, origin: str = ALLOWED
+) -> httpx.Response:
+    """A browser's CORS preflight for ``method`` with the request ``headers`` (comma-separated)."""
+    return client.options(
+        path,
         headers={
             "Origin": ALLOWED,
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Authorization, Content-Type",
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": headers,
         },
     )
+
+
+def test_cors_preflight_allows_configured_origin(cors_client: TestClient) -> None:
+    response = _preflight(cors_client, "/api/v1/cases", "POST", "Authorization, Content-Type")
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
@@ -102,14 +110,8 @@ def test_cors_preflight_allows_configured_origin(cors_client: TestClient) -> Non
 
 def test_cors_lets_a_viewer_on_another_origin_resume_uploads(cors_client: TestClient) -> None:
     """tus-js-client sends the tus request headers and must read Location and Upload-Offset."""
-    preflight = cors_client.options(
-        "/uploads",
-        headers={
-            "Origin": ALLOWED,
-            "Access-Control-Request-Method": "PATCH",
-            "Access-Control-Request-Headers": "authorization, tus-resumable, upload-offset, upload-checksum",
-        },
-    )
+    tus_headers = "authorization, tus-resumable, upload-offset, upload-checksum"
+    preflight = _preflight(cors_client, "/uploads", "PATCH", tus_headers)
     assert preflight.status_code == 200, preflight.text
     allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
     assert all(h in allowed for h in ("tus-resumable", "upload-offset", "upload-checksum"))
@@ -125,14 +127,7 @@ def test_cors_refuses_other_origins_and_headers(cors_client: TestClient) -> None
     )
     assert evil.status_code == 400
     assert "Access-Control-Allow-Origin" not in evil.headers
-    odd_header = cors_client.options(
-        "/api/v1/cases",
-        headers={
-            "Origin": ALLOWED,
-            "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "X-Debug-Impersonate",
-        },
-    )
+    odd_header = _preflight(cors_client, "/api/v1/cases", "GET", "X-Debug-Impersonate")
     assert odd_header.status_code == 400
     simple = cors_client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert simple.status_code == 200
