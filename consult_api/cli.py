@@ -131,6 +131,7 @@ def build_dimse_listener(settings: Settings, port: int | None = None) -> DimseLi
         ae_title=settings.dimse_ae_title,
         host=settings.dimse_host,
         port=settings.dimse_port if port is None else port,
+        spool_ring_bytes=settings.dimse_spool_ring_mb << 20,
     )
 
 

@@ -1,8 +1,12 @@
 """The DIMSE listener: C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE over the same index and rules.
 
-pynetdicom's network layers never call our code directly; handlers bound to typed events are thin
-adapters: C-STORE goes through ``ingest.store_staged`` exactly like STOW-RS, and queries go through
-the QIDO matcher with the calling node's rights. The calling AE title must be a registered node.
+Every connection starts in pynetdicom's threaded acceptor. An association that proposes only
+storage and verification (a modality or PACS pushing a study: nearly all traffic) is served by the
+storage-only upper layer in ``upper_layer`` and acknowledged from the durable spool in ``spool``;
+anything else (query/retrieve, role selection) stays with pynetdicom, whose handlers are thin
+adapters: C-STORE inside such an association goes through ``ingest.store_staged`` like STOW-RS, and
+queries through the QIDO matcher with the calling node's rights. Either way the calling AE title
+must be a registered node.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -33,9 +38,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from consult_api.access import Principal
 from consult_api.audit import service as audit
 from consult_api.db import transaction
-from consult_api.dicom import ingest, nodes, parsing, qido, repository
-from consult_api.dicom.ingest import IngestContext
+from consult_api.dicom import ingest, nodes, parsing, qido, repository, upper_layer
+from consult_api.dicom.ingest import Admissions, IngestContext
 from consult_api.dicom.models import DicomNode, Instance
+from consult_api.dicom.spool import RING_BYTES, DimseSpool, Refusal, Sender, SpoolReceiver, Ticket
 from consult_api.storage.blobs import BlobStore
 
 log = logging.getLogger("consult_api.dimse")
@@ -63,11 +69,52 @@ LEVELS = {
 }
 
 
+RELEASE_WAIT_S = 120.0
+
+
 @dataclass(frozen=True)
 class CallingNode:
     principal: Principal
     may_store: bool
     may_query: bool
+    ae_title: str = ""
+
+
+class _RoutingServer(ThreadedAssociationServer):
+    """pynetdicom's threaded acceptor; ``route`` may take a connection before pynetdicom sees it."""
+
+    route: Any = None  # Callable[[socket.socket], bool], set by DimseListener.start
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            handled = bool(self.route(request))
+        except Exception:
+            log.exception("storage association failed")
+            handled = True
+        if handled:
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
+
+class _AssociationSink:
+    """A fast-path association's view of the spool: its node, ticket and admission cache."""
+
+    def __init__(self, spool: DimseSpool, node: CallingNode) -> None:
+        self.spool = spool
+        self.node = node
+        self.sender = Sender(node.principal, node.ae_title)
+        self.ticket = Ticket()
+        self.admitted = Admissions()
+
+    def open_instance(self, request: upper_layer.StoreRequest) -> SpoolReceiver | Refusal:
+        if not self.node.may_store:
+            return Refusal(NOT_AUTHORIZED, "this AE title may not store")
+        return self.spool.receiver(self.sender, request, self.ticket, self.admitted)
+
+    def release(self) -> None:
+        if not self.ticket.wait(RELEASE_WAIT_S):
+            log.warning("association released before its instances were indexed; they stay spooled")
 
 
 class DimseListener:
@@ -81,12 +128,19 @@ class DimseListener:
         ae_title: str,
         host: str,
         port: int,
+        spool_ring_bytes: int = RING_BYTES,
     ) -> None:
         self.session_factory = session_factory
         self.store = store
         self.address = (host, port)
         self.ae = self._build_ae(ae_title)
         self.server: ThreadedAssociationServer | None = None
+        self.spool = DimseSpool(session_factory, store, ring_bytes=spool_ring_bytes)
+        self._storage_classes = frozenset(
+            str(c.abstract_syntax) for c in AllStoragePresentationContexts if c.abstract_syntax is not None
+        )
+        self._fast_sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
 
     @staticmethod
     def _build_ae(ae_title: str) -> AE:
@@ -110,6 +164,7 @@ class DimseListener:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
+        self.spool.start(self._sender_for)
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_DATA_RECV, _rearm_quickack),
@@ -118,13 +173,73 @@ class DimseListener:
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_C_MOVE, self._on_move),
         ]
-        self.server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
+        server = cast(
+            _RoutingServer,
+            self.ae.make_server(self.address, evt_handlers=handlers, server_class=_RoutingServer),
+        )
+        server.route = self._route
+        self.ae._servers.append(server)  # as AE.start_server does: AssociationServer.shutdown removes it
+        threading.Thread(target=server.serve_forever, name="dimse-acceptor", daemon=True).start()
+        self.server = server
         log.info("DIMSE listener started", extra={"ae_title": self.ae.ae_title, "port": self.port})
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        with self._lock:
+            for sock in self._fast_sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self.spool.stop()
+
+    # ------------------------------------------------------------------ storage-only associations
+
+    def _route(self, sock: socket.socket) -> bool:
+        """Serve the connection here if it asks for a storage-only association; else leave it be."""
+        data = upper_layer.peek_associate_rq(sock, float(self.ae.acse_timeout or 30))
+        if data is None:
+            return False
+        try:
+            request = upper_layer.decode_associate_rq(data)
+        except Exception:  # noqa: BLE001 - malformed: pynetdicom answers it with the abort PS3.8 asks for
+            return False
+        if not upper_layer.is_storage_only(request, self._storage_classes):
+            return False
+        sock.recv(len(data), socket.MSG_WAITALL)  # consume the request peeked above
+        self._serve_storage(sock, request)
+        return True
+
+    def _serve_storage(self, sock: socket.socket, request: Any) -> None:
+        title = upper_layer.calling_ae_title(request)
+        calling = self._node_for_title(title)
+        if calling is None:
+            log.warning("association rejected: unknown calling AE title")
+            sock.sendall(upper_layer.reject_pdu(request, upper_layer.CALLING_AE_NOT_RECOGNIZED))
+            return
+        accept, contexts = upper_layer.negotiate(request, self.ae.supported_contexts)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(accept)
+        association = upper_layer.StorageAssociation(
+            sock,
+            contexts,
+            _AssociationSink(self.spool, calling),
+            calling_ae=title,
+            idle_timeout_s=float(self.ae.network_timeout or 60),
+            after_read=_quickack,
+        )
+        with self._lock:
+            self._fast_sockets.add(sock)
+        try:
+            association.serve()
+        finally:
+            with self._lock:
+                self._fast_sockets.discard(sock)
+        log.info("storage association ended", extra={"stored": association.stored})
+
+    def _sender_for(self, ae_title: str) -> Sender | None:
+        calling = self._node_for_title(ae_title)
+        return Sender(calling.principal, calling.ae_title) if calling is not None else None
 
     # ------------------------------------------------------------------ association control
 
@@ -133,11 +248,12 @@ class DimseListener:
         primitive = event.assoc.requestor.primitive
         raw = primitive.calling_ae_title if primitive is not None else event.assoc.requestor.ae_title
         ae_title = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)).strip()
+        return self._node_for_title(ae_title)
+
+    def _node_for_title(self, ae_title: str) -> CallingNode | None:
         with transaction(self.session_factory) as session:
             node = repository.node_by_ae_title(session, ae_title)
-            if node is None:
-                return None
-            return _calling(node)
+            return _calling(node) if node is not None else None
 
     def _on_requested(self, event: Event) -> None:
         """Reject associations from AE titles no facility has registered (PS3.8 reason 3)."""
@@ -274,14 +390,22 @@ class DimseListener:
 
 def _calling(node: DicomNode) -> CallingNode:
     return CallingNode(
-        principal=nodes.node_principal(node), may_store=node.may_store, may_query=node.may_query
+        principal=nodes.node_principal(node),
+        may_store=node.may_store,
+        may_query=node.may_query,
+        ae_title=node.ae_title,
     )
 
 
 def _rearm_quickack(event: Event) -> None:
-    """Answer each PDU's ACK at once: stock storescu's split writes otherwise wait for delayed ACKs."""
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+    if sock is not None:
+        _quickack(sock)
+
+
+def _quickack(sock: socket.socket) -> None:
+    """Answer each PDU's ACK at once: stock storescu's split writes otherwise wait for delayed ACKs."""
+    if hasattr(socket, "TCP_QUICKACK"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 

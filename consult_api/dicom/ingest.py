@@ -131,6 +131,47 @@ def _different_content(parsed: ParsedInstance) -> DicomRejected:
     )
 
 
+@dataclass
+class Admissions:
+    """What one sender was already found allowed to add to: study UID -> row id, series UID -> study id."""
+
+    study_ids: dict[str, str] = field(default_factory=dict)
+    series_study_ids: dict[str, str] = field(default_factory=dict)
+
+
+def check_admissible(
+    session: Session, principal: Principal, admitted: Admissions, parsed: ParsedInstance, sha256: str
+) -> bool:
+    """``store_parsed``'s verdict, read-only, for a door that acknowledges before it indexes.
+
+    Raises ``DicomRejected`` for different bytes under a stored SOP Instance UID, a study of
+    another facility or a series indexed under another study; returns True when the same bytes are
+    already stored (an idempotent re-send). ``admitted`` remembers what passed, so an association
+    looks its study and series up once, not once per instance.
+    """
+    known = repository.instance_digest(session, parsed.sop_instance_uid)
+    if known is not None:
+        if known != sha256:
+            raise _different_content(parsed)
+        return True
+    study_id = admitted.study_ids.get(parsed.study_instance_uid)
+    if study_id is None:
+        study = repository.study_by_uid(session, parsed.study_instance_uid)
+        if study is not None:
+            if not _may_add_to(session, principal, study):
+                raise DicomRejected(parsing.NOT_AUTHORIZED, "the study belongs to another facility")
+            study_id = admitted.study_ids[parsed.study_instance_uid] = study.id
+    if parsed.series_instance_uid not in admitted.series_study_ids:
+        series = repository.series_by_uid(session, parsed.series_instance_uid)
+        if series is not None:
+            if series.study_id != study_id:
+                raise DicomRejected(
+                    parsing.DATASET_DOES_NOT_MATCH, "the series is indexed under another study"
+                )
+            admitted.series_study_ids[parsed.series_instance_uid] = series.study_id
+    return False
+
+
 def _study_for(session: Session, ctx: IngestContext, parsed: ParsedInstance) -> Study:
     cached = ctx.studies.get(parsed.study_instance_uid)
     if cached is not None:
@@ -285,10 +326,15 @@ def store_staged(session: Session, store: BlobStore, ctx: IngestContext, staged:
     return outcome
 
 
-def _store_one(session: Session, store: BlobStore, ctx: IngestContext, staged: StagedBlob) -> StoreOutcome:
-    parsed: ParsedInstance | None = None
+def _store_one(
+    session: Session,
+    store: BlobStore,
+    ctx: IngestContext,
+    staged: StagedBlob,
+    parsed: ParsedInstance | None = None,
+) -> StoreOutcome:
     try:
-        parsed = _parse(ctx, staged)
+        parsed = parsed or _parse(ctx, staged)
         for attempt in range(INDEX_ATTEMPTS):
             try:
                 with session.begin_nested():
@@ -351,11 +397,23 @@ def store_many(
     own exact outcome. Blobs are published only after the batch's rows are flushed, so a
     rolled-back batch leaves its staged files intact for the per-instance path.
     """
+    parsed: list[StagedBlob | tuple[StagedBlob, ParsedInstance]] = list(staged)
+    return store_parsed(session, store, ctx, parsed)
+
+
+def store_parsed(
+    session: Session,
+    store: BlobStore,
+    ctx: IngestContext,
+    staged: Sequence[StagedBlob | tuple[StagedBlob, ParsedInstance]],
+) -> list[StoreOutcome]:
+    """``store_many`` for callers that may have parsed some instances already (the DIMSE spool)."""
     outcomes: dict[int, StoreOutcome] = {}
     candidates: list[tuple[int, StagedBlob, ParsedInstance]] = []
-    for index, blob in enumerate(staged):
+    for index, item in enumerate(staged):
+        blob, known = item if isinstance(item, tuple) else (item, None)
         try:
-            candidates.append((index, blob, _parse(ctx, blob)))
+            candidates.append((index, blob, known or _parse(ctx, blob)))
         except DicomRejected as exc:
             outcomes[index] = _failure(exc)
             blob.discard()
@@ -363,8 +421,8 @@ def store_many(
         outcomes.update(_store_batch(session, store, ctx, candidates))
     except (IntegrityError, DicomRejected) as exc:
         log.info("ingest batch goes instance by instance", extra={"reason": type(exc).__name__})
-        for index, blob, _parsed in candidates:
-            outcomes[index] = _store_one(session, store, ctx, blob)
+        for index, blob, parsed in candidates:
+            outcomes[index] = _store_one(session, store, ctx, blob, parsed)
     finally:
         for _position, blob, _parsed in candidates:
             blob.discard()  # no-op for published ones

@@ -144,9 +144,14 @@ def parse_instance(path: Path) -> ParsedInstance:
     """Parse and validate one Part-10 file; raises ``DicomRejected`` with a failure reason."""
     size = path.stat().st_size
     with path.open("rb") as stream:
-        ds = _read_header(stream)
-        syntax = _check_transfer_syntax(ds)
-        _check_complete(stream, size, syntax)
+        return parse_stream(stream, size)
+
+
+def parse_stream(stream: BinaryIO, size: int) -> ParsedInstance:
+    """``parse_instance`` for a Part-10 file already in memory or inside a larger file."""
+    ds = _read_header(stream)
+    syntax = _check_transfer_syntax(ds)
+    _check_complete(stream, size, syntax)
     parsed = ParsedInstance(
         dataset=ds,
         transfer_syntax_uid=syntax,

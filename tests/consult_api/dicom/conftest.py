@@ -65,7 +65,12 @@ def dicom_nodes(session_factory: sessionmaker[Session], network: Network) -> dic
 @pytest.fixture
 def listener(session_factory: sessionmaker[Session], settings, dicom_nodes) -> Iterator[DimseListener]:  # type: ignore[no-untyped-def]
     dimse = DimseListener(
-        session_factory, LocalBlobStore(settings.blob_dir), ae_title="HOICHAN", host="127.0.0.1", port=0
+        session_factory,
+        LocalBlobStore(settings.blob_dir),
+        ae_title="HOICHAN",
+        host="127.0.0.1",
+        port=0,
+        spool_ring_bytes=16 << 20,
     )
     dimse.start()
     yield dimse

@@ -1,0 +1,485 @@
+"""C-STORE acknowledged once the instance is durable in a spool; indexed in group commits behind it.
+
+Why: a storage SCU waits for each C-STORE-RSP before it sends the next instance, so a listener that
+indexes inside the exchange (a transaction, an audit append and a commit per instance) spends most of
+the association's time there. Here the receiving thread parses and checks the instance in memory
+(the same checks as the index would make, read-only), appends it to a durable ring
+(``storage.ring``: one ``fdatasync`` of blocks the ring file already owns), answers, and hands it to
+one indexing thread that commits whatever has queued up, from every association, in one
+transaction per sender, through the same ``ingest.store_parsed`` as STOW-RS. Instances too large for
+the ring (or arriving while it is full) are spooled as their own fsynced file instead.
+
+What an acknowledgement promises stays what it was: the instance is on disk and will be indexed.
+The ring releases a record only after its blob copy and index rows are durable (one ``syncfs`` per
+batch), so a crash at any point leaves it there for ``replay`` at the next start, which re-creates
+a missing blob and indexes idempotently; the record carries the calling AE title, so the replay
+knows whose it is. A release waits until the association's instances are indexed: when the SCU's
+association ends, a query sees everything it sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from consult_api.access import Principal
+from consult_api.audit import service as audit
+from consult_api.db import transaction
+from consult_api.dicom import ingest, parsing
+from consult_api.dicom.ingest import Admissions, IngestContext
+from consult_api.dicom.parsing import DicomRejected, ParsedInstance
+from consult_api.dicom.upper_layer import SUCCESS, StoreRequest
+from consult_api.errors import StorageError
+from consult_api.storage.blobs import BlobRef, BlobStore, BlobWriter, StagedBlob
+from consult_api.storage.ring import DurableRing, RingEntry, RingFull
+
+log = logging.getLogger("consult_api.dimse")
+
+SPOOLED = ".dcm"
+PARTIAL = ".part"
+LINK = ".link"  # left by an earlier version's interrupted commits
+BATCH_SIZE = 256
+MAX_BACKLOG = 5000
+RETRY_MAX_S = 5.0
+RING_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The registered node an association belongs to."""
+
+    principal: Principal
+    ae_title: str
+
+
+class Ticket:
+    """One association's acknowledged instances not yet indexed; its release waits for zero."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._open = 0
+
+    def add(self) -> None:
+        with self._cv:
+            self._open += 1
+
+    def done(self) -> None:
+        with self._cv:
+            self._open -= 1
+            if self._open <= 0:
+                self._cv.notify_all()
+
+    def wait(self, timeout_s: float) -> bool:
+        with self._cv:
+            return self._cv.wait_for(lambda: self._open <= 0, timeout_s)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """An acknowledged instance: a ring record or (too large for the ring) a spool file."""
+
+    ref: BlobRef
+    parsed: ParsedInstance
+    sender: Sender
+    ticket: Ticket | None = None
+    entry: RingEntry | None = None
+    path: Path | None = None
+    replayed: bool = False
+
+
+@dataclass
+class _Backlog:
+    queue: deque[Spooled] = field(default_factory=deque)
+    pending: dict[str, str] = field(default_factory=dict)
+    """SOP Instance UID -> sha256 of what is acknowledged but not yet indexed."""
+
+
+def file_meta(request: StoreRequest) -> bytes:
+    """Preamble, 'DICM' and the file meta group for a C-STORE data set (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(request.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(request.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(request.transfer_syntax_uid)
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    meta.SourceApplicationEntityTitle = request.calling_ae_title
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+class Refusal:
+    """Receives and drops a data set the association may not store (the answer is fixed up front)."""
+
+    def __init__(self, status: int, comment: str) -> None:
+        self.status = status
+        self.comment = comment
+
+    def write(self, data: memoryview) -> None:
+        return None
+
+    def finish(self) -> tuple[int, str | None]:
+        return self.status, self.comment
+
+    def abort(self) -> None:
+        return None
+
+
+class SpoolReceiver:
+    """One instance arriving: in memory while it fits the ring, spilled to a spool file beyond."""
+
+    def __init__(
+        self, spool: DimseSpool, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
+    ) -> None:
+        self.spool = spool
+        self.sender = sender
+        self.request = request
+        self.ticket = ticket
+        self.admitted = admitted
+        self.buffer = bytearray(file_meta(request))
+        self.writer: BlobWriter | None = None
+
+    def write(self, data: memoryview) -> None:
+        if self.writer is None:
+            if len(self.buffer) + len(data) <= self.spool.ring.max_record:
+                self.buffer += data
+                return
+            self.writer = BlobWriter(self.spool.directory, suffix=PARTIAL)
+            self.writer.write(self.buffer)
+            self.buffer = bytearray()
+        self.writer.write(data)
+
+    def finish(self) -> tuple[int, str | None]:
+        try:
+            if self.writer is not None:
+                staged = self.writer.finish_durable_as(self.writer.path.with_suffix(SPOOLED))
+                return self.spool.admit_file(staged, self.sender, self.request, self.ticket, self.admitted)
+            return self.spool.admit_buffer(self.buffer, self.sender, self.request, self.ticket, self.admitted)
+        except StorageError as exc:
+            return parsing.OUT_OF_RESOURCES, str(exc)[:64]
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+        self.buffer = bytearray()
+
+
+class DimseSpool:
+    """The spool folder, its backlog and the one thread that indexes it."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        store: BlobStore,
+        *,
+        batch_size: int = BATCH_SIZE,
+        max_backlog: int = MAX_BACKLOG,
+        ring_bytes: int = RING_BYTES,
+    ) -> None:
+        self.session_factory = session_factory
+        self.store = store
+        self.directory = store.spool_dir("dimse")
+        self.ring = DurableRing(self.directory / "ring", ring_bytes)
+        self.rejected = store.spool_dir("dimse-rejected")
+        self.batch_size = batch_size
+        self.max_backlog = max_backlog
+        self._backlog = _Backlog()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._healthy = True
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, sender_for: Callable[[str], Sender | None]) -> None:
+        """Queue what a previous run acknowledged but did not index, then start indexing."""
+        self.replay(sender_for)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="dimse-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Index what is queued (up to ``timeout_s``); anything left stays spooled for the next start."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.ring.close()
+
+    @property
+    def backlog(self) -> int:
+        with self._cv:
+            return len(self._backlog.pending)
+
+    def receiver(
+        self, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
+    ) -> SpoolReceiver | Refusal:
+        try:
+            return SpoolReceiver(self, sender, request, ticket, admitted)
+        except (ValueError, TypeError) as exc:  # a command whose UIDs cannot make a file meta
+            return Refusal(parsing.DATASET_DOES_NOT_MATCH, f"cannot record the instance: {exc}"[:64])
+        except OSError as exc:
+            return Refusal(parsing.OUT_OF_RESOURCES, f"cannot spool the instance: {exc.strerror}"[:64])
+
+    # ------------------------------------------------------------------ admission (receiving thread)
+
+    def admit_buffer(
+        self, data: bytearray, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
+    ) -> tuple[int, str | None]:
+        """Check an instance received in memory, make it durable in the ring, queue it."""
+        ref = BlobRef(hashlib.sha256(data).hexdigest(), len(data))
+        try:
+            parsed = parsing.parse_stream(BytesIO(data), len(data))
+            if self._admissible(parsed, request, sender, admitted, ref):
+                return SUCCESS, None  # the same bytes are stored already
+        except DicomRejected as exc:
+            return exc.reason, exc.message[:64]
+        try:
+            entry = self.ring.append(data, ref.sha256, sender.ae_title)
+        except RingFull:
+            writer = BlobWriter(self.directory, suffix=PARTIAL)
+            writer.write(data)
+            staged = writer.finish_durable_as(writer.path.with_suffix(SPOOLED))
+            return self._enqueue(Spooled(ref, parsed, sender, ticket, path=staged.path))
+        except OSError as exc:
+            raise StorageError(f"spool write failed: {exc.strerror}") from exc
+        return self._enqueue(Spooled(ref, parsed, sender, ticket, entry=entry))
+
+    def admit_file(
+        self, staged: StagedBlob, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
+    ) -> tuple[int, str | None]:
+        """Check a durable spool file (an instance too large for the ring) and queue it."""
+        try:
+            parsed = parsing.parse_instance(staged.path)
+            duplicate = self._admissible(parsed, request, sender, admitted, staged.ref)
+        except DicomRejected as exc:
+            staged.discard()
+            return exc.reason, exc.message[:64]
+        if duplicate:
+            staged.discard()
+            return SUCCESS, None
+        return self._enqueue(Spooled(staged.ref, parsed, sender, ticket, path=staged.path))
+
+    def _admissible(
+        self,
+        parsed: ParsedInstance,
+        request: StoreRequest,
+        sender: Sender,
+        admitted: Admissions,
+        ref: BlobRef,
+    ) -> bool:
+        """Raises ``DicomRejected`` as the index would; True for bytes that are stored already."""
+        self._check_command(parsed, request)
+        return self._check_index(sender, admitted, parsed, ref)
+
+    @staticmethod
+    def _check_command(parsed: ParsedInstance, request: StoreRequest) -> None:
+        if (parsed.sop_instance_uid, parsed.sop_class_uid) != (
+            request.sop_instance_uid,
+            request.sop_class_uid,
+        ):
+            raise DicomRejected(
+                parsing.DATASET_DOES_NOT_MATCH, "data set SOP Class/Instance UID differ from the C-STORE-RQ"
+            )
+
+    def _check_index(
+        self, sender: Sender, admitted: Admissions, parsed: ParsedInstance, ref: BlobRef
+    ) -> bool:
+        if not self._healthy or self.backlog >= self.max_backlog:
+            raise DicomRejected(parsing.OUT_OF_RESOURCES, "indexing is behind; send again later")
+        try:
+            with transaction(self.session_factory) as session:
+                return ingest.check_admissible(session, sender.principal, admitted, parsed, ref.sha256)
+        except SQLAlchemyError as exc:
+            log.warning("C-STORE refused: index unavailable", extra={"error": type(exc).__name__})
+            raise DicomRejected(parsing.OUT_OF_RESOURCES, "index unavailable; send again later") from exc
+
+    def _enqueue(self, item: Spooled) -> tuple[int, str | None]:
+        uid = item.parsed.sop_instance_uid
+        with self._cv:
+            pending = self._backlog.pending.get(uid)
+            if pending is None:
+                self._backlog.pending[uid] = item.ref.sha256
+                self._backlog.queue.append(item)
+                if item.ticket is not None:
+                    item.ticket.add()
+                self._cv.notify()
+                return SUCCESS, None
+        self._forget(item)
+        if pending == item.ref.sha256:
+            return SUCCESS, None  # the same instance, sent twice in quick succession
+        error = ingest._different_content(item.parsed)
+        return error.reason, error.message[:64]
+
+    def _forget(self, item: Spooled) -> None:
+        """Drop an item's spool file; a ring record goes with the batch's release."""
+        if item.path is not None:
+            item.path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ indexing (its own thread)
+
+    def _next_batch(self) -> list[Spooled] | None:
+        with self._cv:
+            while not self._backlog.queue and not self._stopping:
+                self._cv.wait()
+            if not self._backlog.queue:
+                return None
+            queue = self._backlog.queue
+            return [queue.popleft() for _ in range(min(len(queue), self.batch_size))]
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            groups: dict[str, list[Spooled]] = {}
+            for item in batch:
+                groups.setdefault(item.sender.ae_title, []).append(item)
+            if all(self._index_until_done(group) for group in groups.values()):
+                # Ring records are released oldest first, so only once the whole batch is durable.
+                seqs = [item.entry.seq for item in batch if item.entry is not None]
+                if seqs:
+                    self.ring.release_through(max(seqs))
+
+    def _index_until_done(self, group: list[Spooled]) -> bool:
+        delay = 0.1
+        while True:
+            try:
+                self._index(group)
+                self._healthy = True
+                return True
+            except (SQLAlchemyError, StorageError, OSError) as exc:
+                self._healthy = False
+                log.error(
+                    "DIMSE indexing failed; instances stay spooled and are retried",
+                    extra={"error": type(exc).__name__, "instances": len(group)},
+                )
+                if self._stopping:
+                    return False  # still spooled: the next start replays them
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _index(self, group: list[Spooled]) -> None:
+        staged = [self._stage(item) for item in group]
+        try:
+            with transaction(self.session_factory) as session:
+                ctx = IngestContext(principal=group[0].sender.principal, via="dimse", defer_dir_sync=True)
+                items = [(blob, item.parsed) for blob, item in zip(staged, group, strict=True)]
+                outcomes = ingest.store_parsed(session, self.store, ctx, items)
+                ingest.finish(session, ctx, audit.record)
+            # Blobs and their renames durable before the spool lets go of its copies.
+            self.store.sync_all()
+        finally:
+            for blob in staged:
+                blob.discard()
+        for item, outcome in zip(group, outcomes, strict=True):
+            if not outcome.ok:
+                self._quarantine(item, outcome.failure_reason, outcome.message)
+            self._forget(item)
+        with self._cv:
+            for item in group:
+                self._backlog.pending.pop(item.parsed.sop_instance_uid, None)
+        for item in group:
+            if item.ticket is not None:
+                item.ticket.done()
+
+    def _stage(self, item: Spooled) -> StagedBlob:
+        """A temporary copy in the blob store, which the commit renames into place.
+
+        Replayed items are published at once: after a power loss their blob may be gone while their
+        index row (a duplicate now) survived, and the index would not publish a duplicate again.
+        """
+        writer = self.store.open_writer()
+        try:
+            if item.entry is not None:
+                self.ring.copy_to(item.entry, writer.fileno())
+            else:
+                assert item.path is not None
+                with item.path.open("rb") as source:
+                    os.copy_file_range(source.fileno(), writer.fileno(), item.ref.size)
+        except BaseException:
+            writer.abort()
+            raise
+        staged = writer.finish_copied(item.ref)
+        if item.replayed:
+            self.store.commit(staged, sync_dir=False)
+        return staged
+
+    def _quarantine(self, item: Spooled, reason: int | None, message: str) -> None:
+        """Acknowledged, then refused by the index (a race the admission check could not see)."""
+        target = self.rejected / f"{item.ref.sha256}{SPOOLED}"
+        with contextlib.suppress(OSError):
+            if item.entry is not None:
+                target.write_bytes(self.ring.read(item.entry))
+            elif item.path is not None:
+                os.replace(item.path, target)
+        log.warning(
+            "acknowledged C-STORE refused at indexing; kept for an administrator",
+            extra={"reason": reason, "detail": message, "file": target.name},
+        )
+
+    # ------------------------------------------------------------------ replay at start
+
+    def replay(self, sender_for: Callable[[str], Sender | None]) -> int:
+        """Queue what a previous run acknowledged and did not index; drop what it never finished."""
+        queued = 0
+        for entry in self.ring.open():
+            item = self._recovered(self.ring.read(entry), entry.tag, sender_for)
+            if item is not None:
+                queued += (
+                    self._enqueue(Spooled(item.ref, item.parsed, item.sender, entry=entry, replayed=True))[0]
+                    == SUCCESS
+                )
+        for path in sorted(self.directory.iterdir()):
+            if path.suffix in (PARTIAL, LINK):
+                path.unlink(missing_ok=True)  # never acknowledged
+            elif path.suffix == SPOOLED:
+                item = self._recovered(path.read_bytes(), None, sender_for)
+                if item is None:
+                    os.replace(path, self.rejected / path.name)
+                else:
+                    queued += (
+                        self._enqueue(Spooled(item.ref, item.parsed, item.sender, path=path, replayed=True))[
+                            0
+                        ]
+                        == SUCCESS
+                    )
+        if queued:
+            log.info("DIMSE spool replayed", extra={"instances": queued})
+        return queued
+
+    def _recovered(
+        self, data: bytes, ae_title: str | None, sender_for: Callable[[str], Sender | None]
+    ) -> Spooled | None:
+        """The spooled bytes as a queue item, or None (logged) when they cannot be indexed."""
+        try:
+            parsed = parsing.parse_stream(BytesIO(data), len(data))
+        except DicomRejected as exc:
+            log.warning("spooled instance unreadable; not replayed", extra={"detail": exc.message})
+            return None
+        if ae_title is None:
+            meta = getattr(parsed.dataset, "file_meta", None)
+            ae_title = str(getattr(meta, "SourceApplicationEntityTitle", "") or "").strip()
+        sender = sender_for(ae_title)
+        if sender is None:
+            log.warning("spooled instance of an AE title no longer registered; not replayed")
+            return None
+        return Spooled(BlobRef(hashlib.sha256(data).hexdigest(), len(data)), parsed, sender)
