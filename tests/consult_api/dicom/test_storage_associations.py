@@ -1,0 +1,186 @@
+"""Storage-only associations: the fast upper layer, the durable spool, its replay and its refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pydicom
+import pytest
+from pydicom.filebase import DicomBytesIO
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from consult_api.dicom import ingest
+from consult_api.dicom.dimse import DimseListener
+from consult_api.config import Settings
+from consult_api.dicom.models import DicomNode, Instance
+from consult_api.dicom.spool import PARTIAL, SPOOLED, file_meta
+from consult_api.dicom.upper_layer import StoreRequest
+from consult_api.storage.blobs import LocalBlobStore
+from consult_api.storage.ring import DurableRing
+from tests.consult_api.dicom.conftest import CT_SMALL, MR_SMALL
+
+DUPLICATE_INSTANCE = 0x0111
+NOT_AUTHORIZED = 0x0124
+DATASET_DOES_NOT_MATCH = 0xA900
+
+
+def store_association(listener: DimseListener, calling: str = "MODALITY_D1"):  # type: ignore[no-untyped-def]
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="HOICHAN")
+    assert assoc.is_established
+    return assoc
+
+
+def instances(session_factory: sessionmaker[Session]) -> list[Instance]:
+    with session_factory() as session:
+        return list(session.scalars(select(Instance)))
+
+
+def stored_bytes(store: LocalBlobStore, instance: Instance) -> bytes:
+    return store.local_path(instance.blob_sha256).read_bytes()
+
+
+def test_same_bytes_again_succeed_and_changed_bytes_are_refused(
+    listener: DimseListener, session_factory: sessionmaker[Session]
+) -> None:
+    original = pydicom.dcmread(CT_SMALL)
+    changed = pydicom.dcmread(CT_SMALL)
+    changed.PatientName = "Changed^After^Sending"
+    assoc = store_association(listener)
+    try:
+        assert assoc.send_c_store(original).Status == 0x0000
+        assert assoc.send_c_store(original).Status == 0x0000  # idempotent, still spooled or indexed
+        assert assoc.send_c_store(changed).Status == DUPLICATE_INSTANCE
+    finally:
+        assoc.release()  # waits until the association's instances are indexed
+
+    [row] = instances(session_factory)
+    data = stored_bytes(listener.spool.store, row)  # type: ignore[arg-type]
+    assert hashlib.sha256(data).hexdigest() == row.blob_sha256
+    kept = pydicom.dcmread(DicomBytesIO(data))
+    assert kept.PatientName == original.PatientName
+    assert kept.PixelData == original.PixelData
+    # Written by the storage-only layer: the calling AE title is recorded in the file meta.
+    assert kept.file_meta.SourceApplicationEntityTitle == "MODALITY_D1"
+    # The second association sees the indexed row (not the spool) and refuses the change too.
+    again = store_association(listener)
+    assert again.send_c_store(changed).Status == DUPLICATE_INSTANCE
+    again.release()
+    assert listener.spool.backlog == 0
+
+
+def test_a_node_that_may_not_store_is_refused_per_instance(
+    listener: DimseListener, session_factory: sessionmaker[Session]
+) -> None:
+    assoc = store_association(listener, calling="WORKSTATION_C1")
+    try:
+        assert assoc.send_c_store(pydicom.dcmread(MR_SMALL)).Status == NOT_AUTHORIZED
+    finally:
+        assoc.release()
+    assert instances(session_factory) == []
+
+
+def test_an_instance_without_its_study_is_refused_and_leaves_nothing(
+    listener: DimseListener, session_factory: sessionmaker[Session]
+) -> None:
+    incomplete = pydicom.dcmread(CT_SMALL)
+    del incomplete.StudyInstanceUID
+    assoc = store_association(listener)
+    try:
+        assert assoc.send_c_store(incomplete).Status == DATASET_DOES_NOT_MATCH
+        assert assoc.send_c_store(pydicom.dcmread(MR_SMALL)).Status == 0x0000  # the association goes on
+    finally:
+        assoc.release()
+    assert [i.sop_class_uid for i in instances(session_factory)] == [str(MRImageStorage)]
+    spool_dir = listener.spool.directory
+    assert not [p for p in spool_dir.iterdir() if p.suffix in (PARTIAL, SPOOLED)]
+    assert not list(listener.spool.store.spool_dir("dimse-rejected").iterdir())
+
+
+def test_an_indexing_failure_is_retried_and_nothing_is_lost(
+    listener: DimseListener, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_finish = ingest.finish
+    failures: list[int] = []
+
+    def finish_failing_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not failures:
+            failures.append(1)
+            raise OperationalError("COMMIT", {}, Exception("database is locked"))
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "finish", finish_failing_once)
+    assoc = store_association(listener)
+    assert assoc.send_c_store(pydicom.dcmread(CT_SMALL)).Status == 0x0000
+    assoc.release()
+    assert failures == [1]
+    [row] = instances(session_factory)
+    assert listener.spool.store.exists(row.blob_sha256)
+
+
+def test_what_a_crash_left_in_the_spool_is_indexed_at_the_next_start(
+    session_factory: sessionmaker[Session], settings: Settings, dicom_nodes: dict[str, DicomNode]
+) -> None:
+    store = LocalBlobStore(settings.blob_dir)
+    spool_dir = store.spool_dir("dimse")
+    # An acknowledged instance in the ring, as the listener writes it (file meta with the sender) ...
+    ct = pydicom.dcmread(CT_SMALL)
+    request = StoreRequest(ct.SOPClassUID, ct.SOPInstanceUID, ct.file_meta.TransferSyntaxUID, "MODALITY_D1")
+    body = CT_SMALL.read_bytes()
+    ds_start = _data_set_offset(body)
+    record = file_meta(request) + body[ds_start:]
+    ring = DurableRing(spool_dir / "ring", 16 << 20)
+    ring.open()
+    ring.append(record, hashlib.sha256(record).hexdigest(), "MODALITY_D1")
+    ring.close()
+    # ... an acknowledged one too large for the ring, spooled as a file ...
+    mr = pydicom.dcmread(MR_SMALL)
+    mr.file_meta.SourceApplicationEntityTitle = "MODALITY_D1"
+    mr_path = spool_dir / f"put-crash{SPOOLED}"
+    mr.save_as(mr_path, enforce_file_format=True)
+    # ... and one whose receipt never finished (never acknowledged).
+    (spool_dir / f"put-torn{PARTIAL}").write_bytes(body[:3000])
+
+    listener = DimseListener(
+        session_factory, store, ae_title="HOICHAN", host="127.0.0.1", port=0, spool_ring_bytes=16 << 20
+    )
+    listener.start()
+    try:
+        deadline_ok = _wait_for(lambda: len(instances(session_factory)) == 2)
+    finally:
+        listener.stop()
+    assert deadline_ok
+    rows = {i.sop_instance_uid: i for i in instances(session_factory)}
+    assert set(rows) == {ct.SOPInstanceUID, mr.SOPInstanceUID}
+    assert pydicom.dcmread(store.local_path(rows[ct.SOPInstanceUID].blob_sha256)).PixelData == ct.PixelData
+    assert not list(spool_dir.glob(f"*{PARTIAL}")) and not list(spool_dir.glob(f"*{SPOOLED}"))
+    # Released: a further start replays nothing.
+    again = DimseListener(
+        session_factory, store, ae_title="HOICHAN", host="127.0.0.1", port=0, spool_ring_bytes=16 << 20
+    )
+    again.start()
+    again.stop()
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)) == 2
+
+
+def _data_set_offset(part10: bytes) -> int:
+    ds = pydicom.dcmread(DicomBytesIO(part10), stop_before_pixels=True)
+    meta_length = int(ds.file_meta.FileMetaInformationGroupLength)
+    return 132 + 12 + meta_length  # preamble + DICM, the group length element, the group
+
+
+def _wait_for(condition, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
