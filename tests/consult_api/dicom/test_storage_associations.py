@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from consult_api.config import Settings
 from consult_api.dicom import ingest
 from consult_api.dicom.dimse import DimseListener
-from consult_api.config import Settings
 from consult_api.dicom.models import DicomNode, Instance
 from consult_api.dicom.spool import PARTIAL, SPOOLED, file_meta
 from consult_api.dicom.upper_layer import StoreRequest
