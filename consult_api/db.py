@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, Enum, MetaData, String, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -95,7 +95,21 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Autocommit connections (single-statement reads) take no lock at all: each statement reads
+        # the last commit (WAL), and none queues behind a writer.
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def autocommit_connection(factory: sessionmaker[Session]) -> Connection:
+    """A connection of ``factory``'s engine for single-statement reads, each its own transaction.
+
+    Why: on SQLite every other transaction takes the write lock at BEGIN (so none deadlocks on an
+    upgrade); a lookup run per received C-STORE instance would otherwise queue behind the indexer's
+    commits, and an ORM session per lookup costs ~10x the lookup itself.
+    """
+    engine: Engine = factory.kw["bind"]
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

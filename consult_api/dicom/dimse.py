@@ -39,9 +39,9 @@ from consult_api.access import Principal
 from consult_api.audit import service as audit
 from consult_api.db import transaction
 from consult_api.dicom import ingest, nodes, parsing, qido, repository, upper_layer
-from consult_api.dicom.ingest import Admissions, IngestContext
+from consult_api.dicom.ingest import IngestContext
 from consult_api.dicom.models import DicomNode, Instance
-from consult_api.dicom.spool import RING_BYTES, DimseSpool, Refusal, Sender, SpoolReceiver, Ticket
+from consult_api.dicom.spool import RING_BYTES, DimseSpool, Refusal, Sender, SpoolReceiver
 from consult_api.storage.blobs import BlobStore
 
 log = logging.getLogger("consult_api.dimse")
@@ -98,22 +98,21 @@ class _RoutingServer(ThreadedAssociationServer):
 
 
 class _AssociationSink:
-    """A fast-path association's view of the spool: its node, ticket and admission cache."""
+    """A fast-path association's view of the spool: its node and its state there."""
 
     def __init__(self, spool: DimseSpool, node: CallingNode) -> None:
         self.spool = spool
         self.node = node
-        self.sender = Sender(node.principal, node.ae_title)
-        self.ticket = Ticket()
-        self.admitted = Admissions()
+        self.state = spool.association(Sender(node.principal, node.ae_title))
 
     def open_instance(self, request: upper_layer.StoreRequest) -> SpoolReceiver | Refusal:
         if not self.node.may_store:
             return Refusal(NOT_AUTHORIZED, "this AE title may not store")
-        return self.spool.receiver(self.sender, request, self.ticket, self.admitted)
+        return self.spool.receiver(self.state, request)
 
     def release(self) -> None:
-        if not self.ticket.wait(RELEASE_WAIT_S):
+        self.spool.flush_soon()
+        if not self.state.ticket.wait(RELEASE_WAIT_S):
             log.warning("association released before its instances were indexed; they stay spooled")
 
 
@@ -220,10 +219,11 @@ class DimseListener:
         accept, contexts = upper_layer.negotiate(request, self.ae.supported_contexts)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(accept)
+        sink = _AssociationSink(self.spool, calling)
         association = upper_layer.StorageAssociation(
             sock,
             contexts,
-            _AssociationSink(self.spool, calling),
+            sink,
             calling_ae=title,
             idle_timeout_s=float(self.ae.network_timeout or 60),
             after_read=_quickack,
@@ -233,6 +233,7 @@ class DimseListener:
         try:
             association.serve()
         finally:
+            sink.state.close()
             with self._lock:
                 self._fast_sockets.discard(sock)
         log.info("storage association ended", extra={"stored": association.stored})

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -140,36 +141,46 @@ class Admissions:
 
 
 def check_admissible(
-    session: Session, principal: Principal, admitted: Admissions, parsed: ParsedInstance, sha256: str
+    connection: Connection, principal: Principal, admitted: Admissions, parsed: ParsedInstance, sha256: str
 ) -> bool:
     """``store_parsed``'s verdict, read-only, for a door that acknowledges before it indexes.
 
     Raises ``DicomRejected`` for different bytes under a stored SOP Instance UID, a study of
     another facility or a series indexed under another study; returns True when the same bytes are
     already stored (an idempotent re-send). ``admitted`` remembers what passed, so an association
-    looks its study and series up once, not once per instance.
+    looks its study and series up once, not once per instance. Plain column reads on a connection:
+    this runs for every instance before its answer.
     """
-    known = repository.instance_digest(session, parsed.sop_instance_uid)
+    known = connection.scalar(_DIGEST_BY_UID, {"uid": parsed.sop_instance_uid})
     if known is not None:
         if known != sha256:
             raise _different_content(parsed)
         return True
     study_id = admitted.study_ids.get(parsed.study_instance_uid)
     if study_id is None:
-        study = repository.study_by_uid(session, parsed.study_instance_uid)
-        if study is not None:
-            if not _may_add_to(session, principal, study):
+        study_id = connection.scalar(
+            select(Study.id).where(Study.study_instance_uid == parsed.study_instance_uid)
+        )
+        if study_id is not None:
+            visible = select(Study.id).where(Study.id == study_id, study_visibility(principal))
+            if connection.scalar(visible) is None:
                 raise DicomRejected(parsing.NOT_AUTHORIZED, "the study belongs to another facility")
-            study_id = admitted.study_ids[parsed.study_instance_uid] = study.id
+            admitted.study_ids[parsed.study_instance_uid] = study_id
     if parsed.series_instance_uid not in admitted.series_study_ids:
-        series = repository.series_by_uid(session, parsed.series_instance_uid)
-        if series is not None:
-            if series.study_id != study_id:
+        series_uid = parsed.series_instance_uid
+        series_study = connection.scalar(
+            select(Series.study_id).where(Series.series_instance_uid == series_uid)
+        )
+        if series_study is not None:
+            if series_study != study_id:
                 raise DicomRejected(
                     parsing.DATASET_DOES_NOT_MATCH, "the series is indexed under another study"
                 )
-            admitted.series_study_ids[parsed.series_instance_uid] = series.study_id
+            admitted.series_study_ids[series_uid] = series_study
     return False
+
+
+_DIGEST_BY_UID = select(Instance.blob_sha256).where(Instance.sop_instance_uid == bindparam("uid"))
 
 
 def _study_for(session: Session, ctx: IngestContext, parsed: ParsedInstance) -> Study:

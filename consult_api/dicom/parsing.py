@@ -99,11 +99,19 @@ def _check_transfer_syntax(ds: Dataset) -> str:
     return syntax
 
 
-def _dataset_end(stream: BinaryIO, syntax: UID) -> int:
-    """Where the last top-level element ends, walking element headers only (values are skipped)."""
-    stream.seek(0)
-    read_preamble(stream, False)
-    _read_file_meta_info(stream)
+def _dataset_end(stream: BinaryIO, syntax: UID, start: int | None = None) -> int:
+    """Where the last top-level element ends, walking element headers only (values are skipped).
+
+    ``start``: where the header parse stopped, at the top-level Pixel Data tag. Every element before
+    it was read in full to get there, so the walk only has to cover Pixel Data and what follows;
+    without it the walk starts after the file meta.
+    """
+    if start is None:
+        stream.seek(0)
+        read_preamble(stream, False)
+        _read_file_meta_info(stream)
+    else:
+        stream.seek(start)
     end = stream.tell()
     generator = data_element_generator(stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=256)
     for element in generator:
@@ -114,13 +122,13 @@ def _dataset_end(stream: BinaryIO, syntax: UID) -> int:
     return end
 
 
-def _check_complete(stream: BinaryIO, size: int, syntax: str) -> None:
+def _check_complete(stream: BinaryIO, size: int, syntax: str, start: int | None = None) -> None:
     if syntax == "1.2.840.10008.1.2.1.99":
         return  # deflated: pydicom inflates while reading; a truncated stream fails to inflate
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # pydicom only warns when a delimiter is missing at EOF
-            end = _dataset_end(stream, UID(syntax))
+            end = _dataset_end(stream, UID(syntax), start)
     except (EOFError, UserWarning, ValueError, OSError) as exc:
         raise DicomRejected(CANNOT_UNDERSTAND, f"file is truncated or corrupt: {exc}") from exc
     if end > size:
@@ -140,6 +148,17 @@ def _read_header(stream: BinaryIO) -> Dataset:
         raise DicomRejected(CANNOT_UNDERSTAND, f"cannot parse DICOM header: {type(exc).__name__}") from exc
 
 
+PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+
+
+def _at_pixel_data(stream: BinaryIO, position: int, size: int) -> bool:
+    """Did the header parse stop at a Pixel Data tag (not at the end of a short or pixel-less file)?"""
+    if position + 4 > size:
+        return False
+    stream.seek(position)
+    return stream.read(4) in PIXEL_DATA_TAGS
+
+
 def parse_instance(path: Path) -> ParsedInstance:
     """Parse and validate one Part-10 file; raises ``DicomRejected`` with a failure reason."""
     size = path.stat().st_size
@@ -150,8 +169,9 @@ def parse_instance(path: Path) -> ParsedInstance:
 def parse_stream(stream: BinaryIO, size: int) -> ParsedInstance:
     """``parse_instance`` for a Part-10 file already in memory or inside a larger file."""
     ds = _read_header(stream)
+    stopped_at = stream.tell()
     syntax = _check_transfer_syntax(ds)
-    _check_complete(stream, size, syntax)
+    _check_complete(stream, size, syntax, stopped_at if _at_pixel_data(stream, stopped_at, size) else None)
     parsed = ParsedInstance(
         dataset=ds,
         transfer_syntax_uid=syntax,

@@ -23,11 +23,6 @@ def instance_by_uid(session: Session, uid: str) -> Instance | None:
     return session.scalar(select(Instance).where(Instance.sop_instance_uid == uid))
 
 
-def instance_digest(session: Session, uid: str) -> str | None:
-    """sha256 of the stored file for one SOP Instance UID (an equality lookup: its SQL is cached)."""
-    return session.scalar(select(Instance.blob_sha256).where(Instance.sop_instance_uid == uid))
-
-
 def instance_digests(session: Session, uids: Sequence[str]) -> dict[str, str]:
     """SOP Instance UID -> sha256 of the stored file, for those of ``uids`` already indexed."""
     if not uids:

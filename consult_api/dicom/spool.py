@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -36,12 +37,13 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from consult_api.access import Principal
 from consult_api.audit import service as audit
-from consult_api.db import transaction
+from consult_api.db import autocommit_connection, transaction
 from consult_api.dicom import ingest, parsing
 from consult_api.dicom.ingest import Admissions, IngestContext
 from consult_api.dicom.parsing import DicomRejected, ParsedInstance
@@ -59,6 +61,8 @@ BATCH_SIZE = 256
 MAX_BACKLOG = 5000
 RETRY_MAX_S = 5.0
 RING_BYTES = 512 << 20
+RING_WRITERS = 4
+LINGER_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -144,36 +148,64 @@ class Refusal:
         return None
 
 
-class SpoolReceiver:
-    """One instance arriving: in memory while it fits the ring, spilled to a spool file beyond."""
+class SenderAssociation:
+    """One association's state in the spool: its sender, open instances, admission cache, connection.
 
-    def __init__(
-        self, spool: DimseSpool, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
-    ) -> None:
-        self.spool = spool
+    One autocommit connection serves every admission check of the association: no session or
+    transaction per instance, and no read transaction left open on the index.
+    """
+
+    def __init__(self, sender: Sender, session_factory: sessionmaker[Session]) -> None:
         self.sender = sender
+        self.ticket = Ticket()
+        self.admitted = Admissions()
+        self._session_factory = session_factory
+        self._connection: Connection | None = None
+
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = autocommit_connection(self._session_factory)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class SpoolReceiver:
+    """One instance arriving: in memory while it fits the ring, spilled to a spool file beyond.
+
+    Hashed as the fragments arrive, so the digest is ready when the last one is in.
+    """
+
+    def __init__(self, spool: DimseSpool, association: SenderAssociation, request: StoreRequest) -> None:
+        self.spool = spool
+        self.association = association
         self.request = request
-        self.ticket = ticket
-        self.admitted = admitted
         self.buffer = bytearray(file_meta(request))
+        self.digest = hashlib.sha256(self.buffer)
         self.writer: BlobWriter | None = None
 
     def write(self, data: memoryview) -> None:
-        if self.writer is None:
-            if len(self.buffer) + len(data) <= self.spool.ring.max_record:
-                self.buffer += data
-                return
+        if self.writer is not None:
+            self.writer.write(data)
+        elif len(self.buffer) + len(data) <= self.spool.ring.max_record:
+            self.buffer += data
+            self.digest.update(data)
+        else:
             self.writer = BlobWriter(self.spool.directory, suffix=PARTIAL)
             self.writer.write(self.buffer)
+            self.writer.write(data)
             self.buffer = bytearray()
-        self.writer.write(data)
 
     def finish(self) -> tuple[int, str | None]:
         try:
             if self.writer is not None:
                 staged = self.writer.finish_durable_as(self.writer.path.with_suffix(SPOOLED))
-                return self.spool.admit_file(staged, self.sender, self.request, self.ticket, self.admitted)
-            return self.spool.admit_buffer(self.buffer, self.sender, self.request, self.ticket, self.admitted)
+                return self.spool.admit_file(staged, self.association, self.request)
+            ref = BlobRef(self.digest.hexdigest(), len(self.buffer))
+            return self.spool.admit_buffer(self.buffer, ref, self.association, self.request)
         except StorageError as exc:
             return parsing.OUT_OF_RESOURCES, str(exc)[:64]
 
@@ -194,6 +226,7 @@ class DimseSpool:
         batch_size: int = BATCH_SIZE,
         max_backlog: int = MAX_BACKLOG,
         ring_bytes: int = RING_BYTES,
+        linger_s: float = LINGER_S,
     ) -> None:
         self.session_factory = session_factory
         self.store = store
@@ -205,8 +238,14 @@ class DimseSpool:
         self._backlog = _Backlog()
         self._cv = threading.Condition()
         self._stopping = False
+        self._flush = False
         self._healthy = True
         self._thread: threading.Thread | None = None
+        self.linger_s = linger_s
+        self._writer = ThreadPoolExecutor(max_workers=RING_WRITERS, thread_name_prefix="dimse-ring")
+
+    def association(self, sender: Sender) -> SenderAssociation:
+        return SenderAssociation(sender, self.session_factory)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,6 +264,7 @@ class DimseSpool:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        self._writer.shutdown(wait=True)
         self.ring.close()
 
     @property
@@ -232,69 +272,66 @@ class DimseSpool:
         with self._cv:
             return len(self._backlog.pending)
 
-    def receiver(
-        self, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
-    ) -> SpoolReceiver | Refusal:
+    def receiver(self, association: SenderAssociation, request: StoreRequest) -> SpoolReceiver | Refusal:
         try:
-            return SpoolReceiver(self, sender, request, ticket, admitted)
+            return SpoolReceiver(self, association, request)
         except (ValueError, TypeError) as exc:  # a command whose UIDs cannot make a file meta
             return Refusal(parsing.DATASET_DOES_NOT_MATCH, f"cannot record the instance: {exc}"[:64])
-        except OSError as exc:
-            return Refusal(parsing.OUT_OF_RESOURCES, f"cannot spool the instance: {exc.strerror}"[:64])
 
     # ------------------------------------------------------------------ admission (receiving thread)
 
     def admit_buffer(
-        self, data: bytearray, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
+        self, data: bytearray, ref: BlobRef, association: SenderAssociation, request: StoreRequest
     ) -> tuple[int, str | None]:
-        """Check an instance received in memory, make it durable in the ring, queue it."""
-        ref = BlobRef(hashlib.sha256(data).hexdigest(), len(data))
+        """Check an instance received in memory, make it durable in the ring, queue it.
+
+        The ring write (disk time, no GIL) runs while this thread parses and checks the instance;
+        a record written for an instance that is then refused is never queued, and its space goes
+        with the next release.
+        """
+        sender = association.sender
+        write = self._writer.submit(self.ring.append, data, ref.sha256, sender.ae_title)
         try:
             parsed = parsing.parse_stream(BytesIO(data), len(data))
-            if self._admissible(parsed, request, sender, admitted, ref):
-                return SUCCESS, None  # the same bytes are stored already
+            duplicate = self._admissible(parsed, request, association, ref)
         except DicomRejected as exc:
+            wait([write])
             return exc.reason, exc.message[:64]
+        entry: RingEntry | None = None
+        path: Path | None = None
         try:
-            entry = self.ring.append(data, ref.sha256, sender.ae_title)
+            entry = write.result()
         except RingFull:
             writer = BlobWriter(self.directory, suffix=PARTIAL)
             writer.write(data)
-            staged = writer.finish_durable_as(writer.path.with_suffix(SPOOLED))
-            return self._enqueue(Spooled(ref, parsed, sender, ticket, path=staged.path))
+            path = writer.finish_durable_as(writer.path.with_suffix(SPOOLED)).path
         except OSError as exc:
             raise StorageError(f"spool write failed: {exc.strerror}") from exc
-        return self._enqueue(Spooled(ref, parsed, sender, ticket, entry=entry))
+        if duplicate:
+            self._forget_path(path)
+            return SUCCESS, None  # the same bytes are stored already
+        return self._enqueue(Spooled(ref, parsed, sender, association.ticket, entry=entry, path=path))
 
     def admit_file(
-        self, staged: StagedBlob, sender: Sender, request: StoreRequest, ticket: Ticket, admitted: Admissions
+        self, staged: StagedBlob, association: SenderAssociation, request: StoreRequest
     ) -> tuple[int, str | None]:
         """Check a durable spool file (an instance too large for the ring) and queue it."""
         try:
             parsed = parsing.parse_instance(staged.path)
-            duplicate = self._admissible(parsed, request, sender, admitted, staged.ref)
+            duplicate = self._admissible(parsed, request, association, staged.ref)
         except DicomRejected as exc:
             staged.discard()
             return exc.reason, exc.message[:64]
         if duplicate:
             staged.discard()
             return SUCCESS, None
-        return self._enqueue(Spooled(staged.ref, parsed, sender, ticket, path=staged.path))
+        item = Spooled(staged.ref, parsed, association.sender, association.ticket, path=staged.path)
+        return self._enqueue(item)
 
     def _admissible(
-        self,
-        parsed: ParsedInstance,
-        request: StoreRequest,
-        sender: Sender,
-        admitted: Admissions,
-        ref: BlobRef,
+        self, parsed: ParsedInstance, request: StoreRequest, association: SenderAssociation, ref: BlobRef
     ) -> bool:
         """Raises ``DicomRejected`` as the index would; True for bytes that are stored already."""
-        self._check_command(parsed, request)
-        return self._check_index(sender, admitted, parsed, ref)
-
-    @staticmethod
-    def _check_command(parsed: ParsedInstance, request: StoreRequest) -> None:
         if (parsed.sop_instance_uid, parsed.sop_class_uid) != (
             request.sop_instance_uid,
             request.sop_class_uid,
@@ -302,17 +339,16 @@ class DimseSpool:
             raise DicomRejected(
                 parsing.DATASET_DOES_NOT_MATCH, "data set SOP Class/Instance UID differ from the C-STORE-RQ"
             )
-
-    def _check_index(
-        self, sender: Sender, admitted: Admissions, parsed: ParsedInstance, ref: BlobRef
-    ) -> bool:
         if not self._healthy or self.backlog >= self.max_backlog:
             raise DicomRejected(parsing.OUT_OF_RESOURCES, "indexing is behind; send again later")
         try:
-            with transaction(self.session_factory) as session:
-                return ingest.check_admissible(session, sender.principal, admitted, parsed, ref.sha256)
+            principal = association.sender.principal
+            return ingest.check_admissible(
+                association.connection(), principal, association.admitted, parsed, ref.sha256
+            )
         except SQLAlchemyError as exc:
             log.warning("C-STORE refused: index unavailable", extra={"error": type(exc).__name__})
+            association.close()  # a fresh connection for the next instance
             raise DicomRejected(parsing.OUT_OF_RESOURCES, "index unavailable; send again later") from exc
 
     def _enqueue(self, item: Spooled) -> tuple[int, str | None]:
@@ -334,18 +370,42 @@ class DimseSpool:
 
     def _forget(self, item: Spooled) -> None:
         """Drop an item's spool file; a ring record goes with the batch's release."""
-        if item.path is not None:
-            item.path.unlink(missing_ok=True)
+        self._forget_path(item.path)
+
+    @staticmethod
+    def _forget_path(path: Path | None) -> None:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ indexing (its own thread)
 
-    def _next_batch(self) -> list[Spooled] | None:
+    def flush_soon(self) -> None:
+        """Someone waits for the queue (an association's release): stop lingering, index now."""
         with self._cv:
-            while not self._backlog.queue and not self._stopping:
+            self._flush = True
+            self._cv.notify_all()
+
+    def _next_batch(self) -> list[Spooled] | None:
+        """The next group commit: waits for a first item, then lingers for company.
+
+        Why linger: a commit costs the same whether it carries one instance or two hundred (a
+        transaction, an audit append, counters, a filesystem sync), and an indexer that commits each
+        instance as it comes competes with the receiving thread for the GIL and the disk all the
+        time. Nobody waits on the index in between: the sender got its answer already.
+        """
+        queue = self._backlog.queue
+        with self._cv:
+            while not queue and not self._stopping:
                 self._cv.wait()
-            if not self._backlog.queue:
+            deadline = time.monotonic() + self.linger_s
+            while len(queue) < self.batch_size and not (self._stopping or self._flush):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cv.wait(remaining)
+            self._flush = False
+            if not queue:
                 return None
-            queue = self._backlog.queue
             return [queue.popleft() for _ in range(min(len(queue), self.batch_size))]
 
     def _run(self) -> None:
