@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     dimse_port: int = Field(default=11112, ge=0, le=65535)
     dimse_ae_title: str = Field(default="HOICHAN", min_length=1, max_length=16)
     dimse_spool_ring_mb: int = Field(
-        default=512,
+        default=256,
         ge=4,
         description="preallocated ring (under the blob store) that C-STORE instances are made durable "
         "in before the answer; a quarter of it is the largest instance that goes there",

@@ -29,6 +29,7 @@ import httpx
 from benchmarks.ingest.netns import Network
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SETTLE_S = 1.5
 
 #: A server's argv: fixed, or built from the fresh work directory (to write a config there).
 CommandFactory = Callable[[Path], Sequence[str]]
@@ -369,7 +370,10 @@ def run_case(
     chosen = list(files[: case.count] if case.count else files)
     nbytes = sum(f.stat().st_size for f in chosen)
     with running_server(spec, network, tcp_nodelay=case.tcp_nodelay, scratch=scratch) as server:
-        time.sleep(0.5)  # let start-up work settle before the CPU baseline
+        # Let start-up work and the previous case's clean-up (ext4 discards its freed blocks)
+        # reach the disk before the clock starts, so neither server inherits the other's I/O.
+        os.sync()
+        time.sleep(SETTLE_S)
         cpu0 = process_tree_cpu_ms(server.process.pid)
         if case.path == "cstore":
             seconds, ok, note = _run_storescu(server, chosen, case.tcp_nodelay)

@@ -134,10 +134,12 @@ def _different_content(parsed: ParsedInstance) -> DicomRejected:
 
 @dataclass
 class Admissions:
-    """What one sender was already found allowed to add to: study UID -> row id, series UID -> study id."""
+    """What one sender was already found allowed to add to, so each study and series is looked up once."""
 
     study_ids: dict[str, str] = field(default_factory=dict)
-    series_study_ids: dict[str, str] = field(default_factory=dict)
+    """Study UID -> row id ("" while this sender's own instances have not created it yet)."""
+    series_studies: dict[str, str] = field(default_factory=dict)
+    """Series UID -> the Study UID it was admitted under."""
 
 
 def check_admissible(
@@ -158,28 +160,29 @@ def check_admissible(
         return True
     study_id = admitted.study_ids.get(parsed.study_instance_uid)
     if study_id is None:
-        study_id = connection.scalar(
-            select(Study.id).where(Study.study_instance_uid == parsed.study_instance_uid)
-        )
+        study_uid = parsed.study_instance_uid
+        study_id = connection.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
         if study_id is not None:
             visible = select(Study.id).where(Study.id == study_id, study_visibility(principal))
             if connection.scalar(visible) is None:
                 raise DicomRejected(parsing.NOT_AUTHORIZED, "the study belongs to another facility")
-            admitted.study_ids[parsed.study_instance_uid] = study_id
-    if parsed.series_instance_uid not in admitted.series_study_ids:
-        series_uid = parsed.series_instance_uid
+    series_uid = parsed.series_instance_uid
+    admitted_under = admitted.series_studies.get(series_uid)
+    if admitted_under is None:
         series_study = connection.scalar(
             select(Series.study_id).where(Series.series_instance_uid == series_uid)
         )
-        if series_study is not None:
-            if series_study != study_id:
-                raise DicomRejected(
-                    parsing.DATASET_DOES_NOT_MATCH, "the series is indexed under another study"
-                )
-            admitted.series_study_ids[series_uid] = series_study
+        if series_study is not None and series_study != study_id:
+            raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "the series is indexed under another study")
+    elif admitted_under != parsed.study_instance_uid:
+        raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "the series was sent under another study")
+    # Remembered even while new: this sender's own queued instances will create them.
+    admitted.study_ids[parsed.study_instance_uid] = study_id or NOT_YET_INDEXED
+    admitted.series_studies[series_uid] = parsed.study_instance_uid
     return False
 
 
+NOT_YET_INDEXED = ""
 _DIGEST_BY_UID = select(Instance.blob_sha256).where(Instance.sop_instance_uid == bindparam("uid"))
 
 

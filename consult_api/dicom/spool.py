@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -32,10 +33,6 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,7 +57,7 @@ LINK = ".link"  # left by an earlier version's interrupted commits
 BATCH_SIZE = 256
 MAX_BACKLOG = 5000
 RETRY_MAX_S = 5.0
-RING_BYTES = 512 << 20
+RING_BYTES = 256 << 20
 RING_WRITERS = 4
 LINGER_S = 0.25
 
@@ -116,19 +113,37 @@ class _Backlog:
 
 
 def file_meta(request: StoreRequest) -> bytes:
-    """Preamble, 'DICM' and the file meta group for a C-STORE data set (PS3.10 7.1)."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(request.sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(request.sop_instance_uid)
-    meta.TransferSyntaxUID = UID(request.transfer_syntax_uid)
-    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
-    meta.SourceApplicationEntityTitle = request.calling_ae_title
-    buffer = DicomBytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return buffer.getvalue()
+    """Preamble, 'DICM' and the file meta group for a C-STORE data set (PS3.10 7.1).
+
+    Encoded here (explicit VR little endian, eight elements) rather than by pydicom's
+    ``write_file_meta_info``, which cost a tenth of a millisecond per instance in the answer's path.
+    """
+    elements = b"".join(
+        [
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", _even(request.sop_class_uid, b"\x00")),
+            _meta_element(0x0003, b"UI", _even(request.sop_instance_uid, b"\x00")),
+            _meta_element(0x0010, b"UI", _even(request.transfer_syntax_uid, b"\x00")),
+            _meta_element(0x0012, b"UI", _even(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
+            _meta_element(0x0013, b"SH", _even(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+            _meta_element(0x0016, b"AE", _even(request.calling_ae_title, b" ")),
+        ]
+    )
+    group_length = _meta_element(0x0000, b"UL", struct.pack("<L", len(elements)))
+    return b"\x00" * 128 + b"DICM" + group_length + elements
+
+
+def _even(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # long form: two reserved bytes and a 32-bit length
+        return struct.pack("<HH", 0x0002, element) + vr + b"\x00\x00" + struct.pack("<L", len(value)) + value
+    if len(value) > 0xFFFF:
+        raise ValueError("file meta value too long")
+    return struct.pack("<HH", 0x0002, element) + vr + struct.pack("<H", len(value)) + value
 
 
 class Refusal:
