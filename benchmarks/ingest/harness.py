@@ -357,6 +357,20 @@ def _qido_count(server: RunningServer, study_uid: str, expected: int) -> int | N
     return len(r.json())
 
 
+def _wait_until_idle(
+    pid: int, *, busy_cores: float = 0.05, window_s: float = 1.0, limit_s: float = 120.0
+) -> None:
+    """Until the server's process tree uses under ``busy_cores`` of CPU over a ``window_s`` window."""
+    deadline = time.monotonic() + limit_s
+    before = process_tree_cpu_ms(pid)
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = process_tree_cpu_ms(pid)
+        if now - before < busy_cores * window_s * 1000:
+            return
+        before = now
+
+
 def run_case(
     spec: ServerSpec,
     network: Network,
@@ -370,8 +384,10 @@ def run_case(
     chosen = list(files[: case.count] if case.count else files)
     nbytes = sum(f.stat().st_size for f in chosen)
     with running_server(spec, network, tcp_nodelay=case.tcp_nodelay, scratch=scratch) as server:
-        # Let start-up work and the previous case's clean-up (ext4 discards its freed blocks)
-        # reach the disk before the clock starts, so neither server inherits the other's I/O.
+        # Measure steady state: a server answering HTTP may still be starting helpers (hoichan's
+        # Celery worker imports for seconds), and the previous case's clean-up (ext4 discards its
+        # freed blocks) must reach the disk before the clock starts.
+        _wait_until_idle(server.process.pid)
         os.sync()
         time.sleep(SETTLE_S)
         cpu0 = process_tree_cpu_ms(server.process.pid)

@@ -53,7 +53,7 @@ log = logging.getLogger("consult_api.dimse")
 
 SPOOLED = ".dcm"
 PARTIAL = ".part"
-LINK = ".link"  # left by an earlier version's interrupted commits
+LINK = ".link"
 BATCH_SIZE = 256
 MAX_BACKLOG = 5000
 RETRY_MAX_S = 5.0
@@ -477,23 +477,25 @@ class DimseSpool:
                 item.ticket.done()
 
     def _stage(self, item: Spooled) -> StagedBlob:
-        """A temporary copy in the blob store, which the commit renames into place.
+        """A second name (spool file) or a copy (ring record) in the store, which the commit renames.
 
         Replayed items are published at once: after a power loss their blob may be gone while their
         index row (a duplicate now) survived, and the index would not publish a duplicate again.
         """
-        writer = self.store.open_writer()
-        try:
-            if item.entry is not None:
+        if item.path is not None:
+            link = item.path.with_suffix(LINK)
+            link.unlink(missing_ok=True)
+            os.link(item.path, link)  # same filesystem: no bytes copied
+            staged = StagedBlob(link, item.ref)
+        else:
+            assert item.entry is not None
+            writer = self.store.open_writer()
+            try:
                 self.ring.copy_to(item.entry, writer.fileno())
-            else:
-                assert item.path is not None
-                with item.path.open("rb") as source:
-                    os.copy_file_range(source.fileno(), writer.fileno(), item.ref.size)
-        except BaseException:
-            writer.abort()
-            raise
-        staged = writer.finish_copied(item.ref)
+            except BaseException:
+                writer.abort()
+                raise
+            staged = writer.finish_copied(item.ref)
         if item.replayed:
             self.store.commit(staged, sync_dir=False)
         return staged
