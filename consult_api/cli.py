@@ -132,6 +132,7 @@ def build_dimse_listener(settings: Settings, port: int | None = None) -> DimseLi
         host=settings.dimse_host,
         port=settings.dimse_port if port is None else port,
         spool_ring_bytes=settings.dimse_spool_ring_mb << 20,
+        index_linger_s=settings.dimse_index_linger_seconds,
     )
 
 

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="preallocated ring (under the blob store) that C-STORE instances are made durable "
         "in before the answer; a quarter of it is the largest instance that goes there",
     )
+    dimse_index_linger_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        le=60,
+        description="how long the C-STORE indexer waits to gather a group commit (an association's "
+        "release ends the wait)",
+    )
     broker_url: str | None = Field(
         default=None, description="Celery broker (redis://, amqp://); unset: the embedded filesystem broker"
     )

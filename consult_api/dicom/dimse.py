@@ -41,7 +41,7 @@ from consult_api.db import transaction
 from consult_api.dicom import ingest, nodes, parsing, qido, repository, upper_layer
 from consult_api.dicom.ingest import IngestContext
 from consult_api.dicom.models import DicomNode, Instance
-from consult_api.dicom.spool import RING_BYTES, DimseSpool, Refusal, Sender, SpoolReceiver
+from consult_api.dicom.spool import LINGER_S, RING_BYTES, DimseSpool, Refusal, Sender, SpoolReceiver
 from consult_api.storage.blobs import BlobStore
 
 log = logging.getLogger("consult_api.dimse")
@@ -128,13 +128,14 @@ class DimseListener:
         host: str,
         port: int,
         spool_ring_bytes: int = RING_BYTES,
+        index_linger_s: float = LINGER_S,
     ) -> None:
         self.session_factory = session_factory
         self.store = store
         self.address = (host, port)
         self.ae = self._build_ae(ae_title)
         self.server: ThreadedAssociationServer | None = None
-        self.spool = DimseSpool(session_factory, store, ring_bytes=spool_ring_bytes)
+        self.spool = DimseSpool(session_factory, store, ring_bytes=spool_ring_bytes, linger_s=index_linger_s)
         self._storage_classes = frozenset(
             str(c.abstract_syntax) for c in AllStoragePresentationContexts if c.abstract_syntax is not None
         )

@@ -47,7 +47,7 @@ from consult_api.dicom.parsing import DicomRejected, ParsedInstance
 from consult_api.dicom.upper_layer import SUCCESS, StoreRequest
 from consult_api.errors import StorageError
 from consult_api.storage.blobs import BlobRef, BlobStore, BlobWriter, StagedBlob
-from consult_api.storage.ring import DurableRing, RingEntry, RingFull
+from consult_api.storage.ring import DurableRing, RingEntry, RingFull, RingUnavailable
 
 log = logging.getLogger("consult_api.dimse")
 
@@ -518,7 +518,14 @@ class DimseSpool:
     def replay(self, sender_for: Callable[[str], Sender | None]) -> int:
         """Queue what a previous run acknowledged and did not index; drop what it never finished."""
         queued = 0
-        for entry in self.ring.open():
+        try:
+            entries = self.ring.open()
+        except RingUnavailable as exc:
+            # Still correct without it, only slower: every instance is spooled as its own file.
+            log.error("DIMSE spool ring unavailable; spooling to files", extra={"reason": str(exc)})
+            self.ring.max_record = 0
+            entries = []
+        for entry in entries:
             item = self._recovered(self.ring.read(entry), entry.tag, sender_for)
             if item is not None:
                 queued += (

@@ -14,6 +14,7 @@ live record starts, so ``open`` finds what a crash left behind by following the 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import struct
@@ -29,6 +30,10 @@ CRC = struct.Struct("<I")
 HEADER_SIZE = HEADER.size + CRC.size
 ALIGN = 4096
 FILL_CHUNK = 4 << 20
+
+
+class RingUnavailable(Exception):
+    """The ring file cannot be used by this process."""
 
 
 class RingFull(Exception):
@@ -77,9 +82,22 @@ class DurableRing:
     # ------------------------------------------------------------------ open / close
 
     def open(self) -> list[RingEntry]:
-        """Create or reuse the file; return the records a previous run appended and never released."""
-        self._prepare_file()
-        self._fd = os.open(self.path, os.O_RDWR)
+        """Create or reuse the file; return the records a previous run appended and never released.
+
+        Raises ``RingUnavailable`` when the file cannot be prepared (no space for it) or another
+        process holds it; the caller then works without a ring.
+        """
+        try:
+            self._prepare_file()
+            self._fd = os.open(self.path, os.O_RDWR)
+        except OSError as exc:
+            self.path.unlink(missing_ok=True)
+            raise RingUnavailable(f"cannot prepare {self.path.name}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.close()
+            raise RingUnavailable(f"{self.path} is in use by another process") from exc
         seq, offset = self._read_checkpoint()
         found = self._follow(seq, offset)
         if not found and self._valid_at(offset) not in (None, seq):
@@ -120,6 +138,8 @@ class DurableRing:
     def append(self, data: bytes | bytearray | memoryview, sha256: str, tag: str) -> RingEntry:
         """Write one record and ``fdatasync`` it; raises ``RingFull`` when it does not fit now."""
         length = len(data)
+        if self._fd < 0:
+            raise RingFull("the ring is not open")
         if length > self.max_record:
             raise RingFull(f"record of {length} bytes exceeds the ring's {self.max_record}")
         with self._lock:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import numpy as np
@@ -192,6 +193,67 @@ def test_kill9_during_stow_then_resend_loses_and_duplicates_nothing(tmp_path: Pa
             stored = stored_instances(http, ref, study_uid_of(instances))
             assert len(stored) == len(set(stored)) == len(instances)
             checksums_match(http, ref, instances)
+        assert blobs_are_sound(tmp_path / "var" / "blobs") == len(instances)
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- kill -9 mid-C-STORE
+
+
+def test_kill9_after_cstore_answers_loses_no_acknowledged_instance(tmp_path: Path) -> None:
+    """Acknowledged means durable: instances answered Success but not yet indexed survive kill -9.
+
+    The indexer is told to linger for a minute, so when the process dies every answered instance is
+    only in the spool; the next start must replay all of them, and the modality's re-send of the
+    whole series afterwards must change nothing.
+    """
+    import io
+
+    import pydicom
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    instances = ct_instances(tmp_path / "ct", count=12, size=96, seed=9)
+    server = LiveServer(tmp_path, {"HOICHAN_DIMSE_INDEX_LINGER_SECONDS": "60"}).start()
+    dimse_port = int(server.env["HOICHAN_DIMSE_PORT"])
+    try:
+        with server.client() as http:
+            net = build_network(http)
+            admin, district = cast(dict[str, str], net["admin"]), cast(dict[str, str], net["district"])
+            node = http.post(
+                f"/api/v1/facilities/{district['id']}/dicom-nodes",
+                json={"ae_title": "CT_D1", "may_store": True, "may_query": False},
+                headers=admin,
+            )
+            assert node.status_code == 201, node.text
+        ae = AE(ae_title="CT_D1")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", dimse_port, ae_title="HOICHAN")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(pydicom.dcmread(io.BytesIO(data))).Status for data in instances]
+        assert statuses == [0x0000] * len(instances)
+        server.kill9()  # before the release: nothing has been indexed yet
+        assoc.abort()
+
+        server.env["HOICHAN_DIMSE_INDEX_LINGER_SECONDS"] = "0.05"
+        server.start()
+        ref = cast(dict[str, str], net["ref"])
+        study_uid = study_uid_of(instances)
+        with server.client() as http:
+            deadline = time.monotonic() + 30
+            while (
+                len(stored_instances(http, ref, study_uid)) < len(instances) and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            assert len(stored_instances(http, ref, study_uid)) == len(instances)
+            checksums_match(http, ref, instances)
+        again = ae.associate("127.0.0.1", dimse_port, ae_title="HOICHAN")
+        assert [again.send_c_store(pydicom.dcmread(io.BytesIO(d))).Status for d in instances] == [0] * 12
+        again.release()
+        with server.client() as http:
+            stored = stored_instances(http, ref, study_uid)
+            assert len(stored) == len(set(stored)) == len(instances)
         assert blobs_are_sound(tmp_path / "var" / "blobs") == len(instances)
     finally:
         server.stop()

@@ -184,3 +184,48 @@ def _wait_for(condition, timeout_s: float = 20.0) -> bool:  # type: ignore[no-un
             return True
         time.sleep(0.05)
     return False
+
+
+def test_without_its_ring_the_listener_spools_files_and_stores_all(
+    session_factory: sessionmaker[Session], settings: Settings, dicom_nodes: dict[str, DicomNode]
+) -> None:
+    store = LocalBlobStore(settings.blob_dir)
+    squatter = DurableRing(store.spool_dir("dimse") / "ring", 16 << 20)  # another process holds it
+    squatter.open()
+    listener = DimseListener(
+        session_factory, store, ae_title="HOICHAN", host="127.0.0.1", port=0, spool_ring_bytes=16 << 20
+    )
+    listener.start()
+    try:
+        assoc = store_association(listener)
+        try:
+            assert assoc.send_c_store(pydicom.dcmread(CT_SMALL)).Status == 0x0000
+            assert assoc.send_c_store(pydicom.dcmread(MR_SMALL)).Status == 0x0000
+        finally:
+            assoc.release()
+    finally:
+        listener.stop()
+        squatter.close()
+    assert len(instances(session_factory)) == 2
+    assert not list(store.spool_dir("dimse").glob(f"*{SPOOLED}"))
+
+
+def test_file_meta_is_what_pydicom_would_write() -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    request = StoreRequest("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", "MODALITY_D1")
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(request.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(request.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(request.transfer_syntax_uid)
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    meta.SourceApplicationEntityTitle = request.calling_ae_title
+    expected = DicomBytesIO()
+    expected.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(expected, meta, enforce_standard=True)
+    assert file_meta(request) == expected.getvalue()

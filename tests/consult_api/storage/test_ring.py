@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consult_api.storage.ring import ALIGN, DurableRing, RingFull
+from consult_api.storage.ring import ALIGN, DurableRing, RingFull, RingUnavailable
 
 
 def record(n: int, size: int = 20_000) -> bytes:
@@ -78,3 +78,13 @@ def test_a_record_larger_than_a_quarter_of_the_ring_is_refused(tmp_path: Path) -
     with pytest.raises(RingFull):
         append(ring, record(1, (1 << 18) + 1))
     ring.close()
+
+
+def test_a_ring_held_by_another_process_is_refused(tmp_path: Path) -> None:
+    first = DurableRing(tmp_path / "ring", 1 << 20)
+    first.open()
+    try:
+        with pytest.raises(RingUnavailable):
+            DurableRing(tmp_path / "ring", 1 << 20).open()
+    finally:
+        first.close()
