@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import secrets
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -38,7 +42,7 @@ class _PartState:
     headers: dict[str, str] = field(default_factory=dict)
     header_field: bytes = b""
     header_value: bytes = b""
-    writer: BlobWriter | None = None
+    staging: bool = False
     content_type: str = ""
 
 
@@ -60,6 +64,67 @@ def related_boundary(content_type_header: str, expected_type: str = DICOM_MEDIA_
     return boundary.strip(b'"')
 
 
+class _Stager:
+    """Writes and hashes the parts' bytes on a thread of its own, in the order they arrive.
+
+    Why: hashing and writing a 26 MB request is ~20 ms of C work per request that releases the GIL;
+    done here, it runs on the second core while the event loop parses the next chunks, instead of
+    in line with them. A bounded queue keeps memory at a few chunks when the disk is slower.
+    """
+
+    QUEUE_CHUNKS = 32
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.error: BaseException | None = None
+        self._jobs: queue.Queue[tuple[str, Any]] = queue.Queue(self.QUEUE_CHUNKS)
+        self._writer: BlobWriter | None = None
+        self._thread = threading.Thread(target=self._run, name="stow-stager", daemon=True)
+        self._thread.start()
+
+    def open(self) -> None:
+        self._jobs.put(("open", None))
+
+    def write(self, data: bytes) -> None:
+        self._jobs.put(("write", data))
+
+    def finish(self, part: ReceivedPart) -> None:
+        self._jobs.put(("finish", part))
+
+    def close(self) -> None:
+        """Wait for every queued write; raises the first error the thread met."""
+        self._jobs.put(("close", None))
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            action, item = self._jobs.get()
+            if action == "close":
+                if self._writer is not None:
+                    self._writer.abort()
+                return
+            if self.error is not None:
+                continue  # drain: the request fails as a whole
+            try:
+                self._do(action, item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by close() in the request
+                self.error = exc
+                if self._writer is not None:
+                    self._writer.abort()
+                    self._writer = None
+
+    def _do(self, action: str, item: Any) -> None:
+        if action == "open":
+            self._writer = self.store.open_writer()
+        elif action == "write" and self._writer is not None:
+            self._writer.write(item)
+        elif action == "finish" and self._writer is not None:
+            item.staged = self._writer.finish(durable=False)  # made durable by the caller, all at once
+            self._writer = None
+
+
 class RelatedReceiver:
     """Feeds a multipart/related body to python-multipart and stages each DICOM part."""
 
@@ -71,6 +136,7 @@ class RelatedReceiver:
         self.received = 0
         self._state = _PartState()
         self._finished = False
+        self._stager: _Stager | None = None
         self._parser = MultipartParser(
             boundary,
             {
@@ -105,18 +171,22 @@ class RelatedReceiver:
         media_type, _ = parse_options_header(self._state.headers.get("content-type", DICOM_MEDIA_TYPE))
         self._state.content_type = media_type.decode()
         if self._state.content_type == DICOM_MEDIA_TYPE:
-            self._state.writer = self.store.open_writer()
+            if self._stager is None:
+                self._stager = _Stager(self.store)
+            self._stager.open()
+            self._state.staging = True
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._state.writer is not None:
-            self._state.writer.write(data[start:end])
+        if self._state.staging and self._stager is not None:
+            self._stager.write(data[start:end])
 
     def _on_part_end(self) -> None:
         state = self._state
-        if state.writer is not None:
-            # fsync is batched across all parts by the caller (BlobStore.make_durable).
-            self.parts.append(ReceivedPart(state.content_type, staged=state.writer.finish(durable=False)))
-            state.writer = None
+        if state.staging and self._stager is not None:
+            part = ReceivedPart(state.content_type)
+            self._stager.finish(part)  # ``part.staged`` is filled in by the stager
+            self.parts.append(part)
+            state.staging = False
         else:
             refusal = f"part content type {state.content_type!r} is not {DICOM_MEDIA_TYPE}"
             self.parts.append(ReceivedPart(state.content_type, refusal=refusal))
@@ -143,6 +213,7 @@ class RelatedReceiver:
             self._parser.finalize()
             if not self._finished:
                 raise MalformedMultipart("multipart body ended before its closing boundary")
+            self._close_stager()
         except BaseException:
             self.discard()
             raise
@@ -150,9 +221,14 @@ class RelatedReceiver:
             raise MalformedMultipart("the request carries no body parts")
         return self.parts
 
+    def _close_stager(self) -> None:
+        stager, self._stager = self._stager, None
+        if stager is not None:
+            stager.close()
+
     def discard(self) -> None:
-        if self._state.writer is not None:
-            self._state.writer.abort()
+        with contextlib.suppress(BaseException):
+            self._close_stager()  # its writes end (or fail) before their files are removed
         for part in self.parts:
             if part.staged is not None:
                 part.staged.discard()
