@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -310,7 +310,7 @@ class DimseSpool:
             parsed = parsing.parse_stream(BytesIO(data), len(data))
             duplicate = self._admissible(parsed, request, association, ref)
         except DicomRejected as exc:
-            wait([write])
+            self._drop(write)
             return exc.reason, exc.message[:64]
         entry: RingEntry | None = None
         path: Path | None = None
@@ -322,10 +322,11 @@ class DimseSpool:
             path = writer.finish_durable_as(writer.path.with_suffix(SPOOLED)).path
         except OSError as exc:
             raise StorageError(f"spool write failed: {exc.strerror}") from exc
+        item = Spooled(ref, parsed, sender, association.ticket, entry=entry, path=path)
         if duplicate:
-            self._forget_path(path)
+            self._forget(item)
             return SUCCESS, None  # the same bytes are stored already
-        return self._enqueue(Spooled(ref, parsed, sender, association.ticket, entry=entry, path=path))
+        return self._enqueue(item)
 
     def admit_file(
         self, staged: StagedBlob, association: SenderAssociation, request: StoreRequest
@@ -384,13 +385,16 @@ class DimseSpool:
         return error.reason, error.message[:64]
 
     def _forget(self, item: Spooled) -> None:
-        """Drop an item's spool file; a ring record goes with the batch's release."""
-        self._forget_path(item.path)
+        """An item that is not queued after all: its spool file or ring record is not needed."""
+        if item.path is not None:
+            item.path.unlink(missing_ok=True)
+        if item.entry is not None:
+            self.ring.release([item.entry.seq])
 
-    @staticmethod
-    def _forget_path(path: Path | None) -> None:
-        if path is not None:
-            path.unlink(missing_ok=True)
+    def _drop(self, write: Future[RingEntry]) -> None:
+        """A refused instance whose ring write ran beside its checks: release the record."""
+        with contextlib.suppress(RingFull, OSError):
+            self.ring.release([write.result().seq])
 
     # ------------------------------------------------------------------ indexing (its own thread)
 
@@ -428,11 +432,9 @@ class DimseSpool:
             groups: dict[str, list[Spooled]] = {}
             for item in batch:
                 groups.setdefault(item.sender.ae_title, []).append(item)
-            if all(self._index_until_done(group) for group in groups.values()):
-                # Ring records are released oldest first, so only once the whole batch is durable.
-                seqs = [item.entry.seq for item in batch if item.entry is not None]
-                if seqs:
-                    self.ring.release_through(max(seqs))
+            for group in groups.values():
+                if self._index_until_done(group):
+                    self.ring.release(item.entry.seq for item in group if item.entry is not None)
 
     def _index_until_done(self, group: list[Spooled]) -> bool:
         delay = 0.1
@@ -468,7 +470,8 @@ class DimseSpool:
         for item, outcome in zip(group, outcomes, strict=True):
             if not outcome.ok:
                 self._quarantine(item, outcome.failure_reason, outcome.message)
-            self._forget(item)
+            if item.path is not None:
+                item.path.unlink(missing_ok=True)  # ring records: released by the caller
         with self._cv:
             for item in group:
                 self._backlog.pending.pop(item.parsed.sop_instance_uid, None)

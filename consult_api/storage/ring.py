@@ -21,6 +21,7 @@ import struct
 import threading
 import zlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class DurableRing:
         self._fd = -1
         self._lock = threading.Lock()
         self._live: deque[RingEntry] = deque()
+        self._done: set[int] = set()
         self._head = 0
         self._next_seq = 1
 
@@ -172,11 +174,18 @@ class DurableRing:
     def _full(needed: int) -> int:
         raise RingFull(f"no room for {needed} bytes until older records are released")
 
-    def release_through(self, seq: int) -> None:
-        """Records up to ``seq`` are durable elsewhere: their space may be reused."""
+    def release(self, seqs: Iterable[int]) -> None:
+        """These records are durable elsewhere (or were never needed): their space may be reused.
+
+        Space is reclaimed oldest first and only up to the first record still owed, whatever the
+        order records are released in: with several associations, a later record is often indexed
+        before an earlier one has even been queued, and the checkpoint must not pass the earlier one.
+        """
         with self._lock:
-            while self._live and self._live[0].seq <= seq:
-                self._live.popleft()
+            floor = self._live[0].seq if self._live else self._next_seq
+            self._done.update(seq for seq in seqs if seq >= floor)  # a second release is a no-op
+            while self._live and self._live[0].seq in self._done:
+                self._done.discard(self._live.popleft().seq)
             oldest = self._live[0] if self._live else None
             checkpoint = (oldest.seq, oldest.offset) if oldest else (self._next_seq, self._head)
         self._write_checkpoint(*checkpoint)

@@ -23,7 +23,7 @@ def test_unreleased_records_come_back_after_a_reopen(tmp_path: Path) -> None:
     ring = DurableRing(tmp_path / "ring", 1 << 20)
     assert ring.open() == []
     seqs = [append(ring, record(n)) for n in range(3)]
-    ring.release_through(seqs[0])
+    ring.release([seqs[0]])
     ring.close()
 
     again = DurableRing(tmp_path / "ring", 1 << 20)
@@ -46,7 +46,7 @@ def test_records_wrap_around_and_are_followed_across_the_wrap(tmp_path: Path) ->
         except RingFull:
             break
     assert 4 <= len(seqs) <= 7
-    ring.release_through(seqs[-2])  # all but the newest: the next ones wrap to offset 0
+    ring.release(seqs[:-1])  # all but the newest: the next ones wrap to offset 0
     wrapped = [append(ring, record(100 + n, 80_000)) for n in range(3)]
     ring.close()
 
@@ -88,3 +88,25 @@ def test_a_ring_held_by_another_process_is_refused(tmp_path: Path) -> None:
             DurableRing(tmp_path / "ring", 1 << 20).open()
     finally:
         first.close()
+
+
+def test_space_is_reclaimed_only_up_to_the_oldest_record_still_owed(tmp_path: Path) -> None:
+    ring = DurableRing(tmp_path / "ring", 1 << 20)
+    ring.open()
+    first, second, third = (append(ring, record(n)) for n in range(3))
+    ring.release([second, third])  # indexed before the first was even queued
+    ring.release([third])  # released twice: no effect
+    assert ring.live == 3
+    # A crash now replays from the first: the checkpoint did not pass it.
+    assert checkpoint(tmp_path) == (first, 0)
+    ring.release([first])
+    assert ring.live == 0  # the first was the only one owed: all three are free at once
+    ring.close()
+    again = DurableRing(tmp_path / "ring", 1 << 20)
+    assert again.open() == []
+    again.close()
+
+
+def checkpoint(folder: Path) -> tuple[int, int]:
+    seq, offset = (folder / "ring.checkpoint").read_text().split()
+    return int(seq), int(offset)
