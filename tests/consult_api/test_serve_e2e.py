@@ -27,6 +27,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "HOICHAN_DATA_DIR": str(tmp_path / "var"),
         "HOICHAN_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "HOICHAN_DIMSE_PORT": str(free_port()),
+        "HOICHAN_DIMSE_SPOOL_RING_MB": "16",
     }
     env.pop("HOICHAN_DATABASE_URL", None)
     (tmp_path / "dimse_port").write_text(env["HOICHAN_DIMSE_PORT"])

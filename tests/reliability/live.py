@@ -29,6 +29,7 @@ class LiveServer:
             "HOICHAN_DATA_DIR": str(workdir / "var"),
             "HOICHAN_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "HOICHAN_DIMSE_PORT": str(free_port()),
+            "HOICHAN_DIMSE_SPOOL_RING_MB": "16",  # zero-filled at each fresh start: keep it small here
             "HOICHAN_PASSWORD_HASH_TIME_COST": "1",
             "HOICHAN_PASSWORD_HASH_MEMORY_KIB": "1024",
             "HOICHAN_PASSWORD_HASH_PARALLELISM": "1",
