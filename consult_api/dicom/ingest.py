@@ -136,8 +136,8 @@ def _different_content(parsed: ParsedInstance) -> DicomRejected:
 class Admissions:
     """What one sender was already found allowed to add to, so each study and series is looked up once."""
 
-    study_ids: dict[str, str] = field(default_factory=dict)
-    """Study UID -> row id ("" while this sender's own instances have not created it yet)."""
+    studies: set[str] = field(default_factory=set)
+    """Study UIDs checked (stored and visible to the sender, or not stored yet)."""
     series_studies: dict[str, str] = field(default_factory=dict)
     """Series UID -> the Study UID it was admitted under."""
 
@@ -158,31 +158,30 @@ def check_admissible(
         if known != sha256:
             raise _different_content(parsed)
         return True
-    study_id = admitted.study_ids.get(parsed.study_instance_uid)
-    if study_id is None:
-        study_uid = parsed.study_instance_uid
+    study_uid = parsed.study_instance_uid
+    if study_uid not in admitted.studies:
         study_id = connection.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
         if study_id is not None:
             visible = select(Study.id).where(Study.id == study_id, study_visibility(principal))
             if connection.scalar(visible) is None:
                 raise DicomRejected(parsing.NOT_AUTHORIZED, "the study belongs to another facility")
+        admitted.studies.add(study_uid)
     series_uid = parsed.series_instance_uid
     admitted_under = admitted.series_studies.get(series_uid)
     if admitted_under is None:
-        series_study = connection.scalar(
-            select(Series.study_id).where(Series.series_instance_uid == series_uid)
+        # Compared by Study Instance UID, not row id: another door may create the study and the
+        # series between two lookups here, and a study this sender creates has no id yet.
+        indexed_under = connection.scalar(
+            select(Study.study_instance_uid).join(Series).where(Series.series_instance_uid == series_uid)
         )
-        if series_study is not None and series_study != study_id:
+        if indexed_under is not None and indexed_under != study_uid:
             raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "the series is indexed under another study")
-    elif admitted_under != parsed.study_instance_uid:
+    elif admitted_under != study_uid:
         raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "the series was sent under another study")
-    # Remembered even while new: this sender's own queued instances will create them.
-    admitted.study_ids[parsed.study_instance_uid] = study_id or NOT_YET_INDEXED
-    admitted.series_studies[series_uid] = parsed.study_instance_uid
+    admitted.series_studies[series_uid] = study_uid
     return False
 
 
-NOT_YET_INDEXED = ""
 _DIGEST_BY_UID = select(Instance.blob_sha256).where(Instance.sop_instance_uid == bindparam("uid"))
 
 

@@ -229,3 +229,54 @@ def test_file_meta_is_what_pydicom_would_write() -> None:
     expected.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(expected, meta, enforce_standard=True)
     assert file_meta(request) == expected.getvalue()
+
+
+def test_admission_follows_studies_and_series_another_door_creates_meanwhile(
+    session_factory: sessionmaker[Session], settings: Settings, dicom_nodes: dict[str, DicomNode]
+) -> None:
+    """A series STOW-RS creates between an association's lookups is not 'under another study'."""
+    from consult_api.db import autocommit_connection
+    from consult_api.dicom import nodes, parsing
+    from consult_api.dicom.ingest import Admissions, IngestContext, check_admissible
+
+    store = LocalBlobStore(settings.blob_dir)
+    with session_factory() as session:
+        principal = nodes.node_principal(session.merge(dicom_nodes["MODALITY_D1"]))
+    first = pydicom.dcmread(CT_SMALL)
+    same_study_other_series = pydicom.dcmread(CT_SMALL)
+    same_study_other_series.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    same_study_other_series.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    elsewhere = pydicom.dcmread(MR_SMALL)
+    elsewhere.SeriesInstanceUID = same_study_other_series.SeriesInstanceUID  # a series claimed twice
+    elsewhere.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.3"
+
+    def parsed(ds: pydicom.Dataset) -> parsing.ParsedInstance:
+        data = _part10(ds)
+        return parsing.parse_stream(DicomBytesIO(data), len(data))
+
+    admitted = Admissions()
+    connection = autocommit_connection(session_factory)
+    try:
+        assert check_admissible(connection, principal, admitted, parsed(first), "0" * 64) is False
+        # Meanwhile STOW-RS stores the other series of the same study.
+        staged = store.stage([_part10(same_study_other_series)])
+        with session_factory.begin() as session:
+            ctx = IngestContext(principal=principal, via="stow")
+            [outcome] = ingest.store_many(session, store, ctx, [staged])
+            assert outcome.ok
+        other_sop = pydicom.dcmread(CT_SMALL)
+        other_sop.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.4"
+        other_sop.SeriesInstanceUID = same_study_other_series.SeriesInstanceUID
+        # The study was checked while it did not exist yet; its new series is found under it.
+        assert check_admissible(connection, principal, admitted, parsed(other_sop), "1" * 64) is False
+        with pytest.raises(parsing.DicomRejected) as refused:
+            check_admissible(connection, principal, admitted, parsed(elsewhere), "3" * 64)
+        assert refused.value.reason == DATASET_DOES_NOT_MATCH
+    finally:
+        connection.close()
+
+
+def _part10(ds: pydicom.Dataset) -> bytes:
+    buffer = DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
