@@ -192,6 +192,9 @@ def stow_phase(
     }
 
 
+STALL_TIMEOUT_S = 15
+
+
 def cstore_phase(port: int, paths: list[Path], associations: int) -> dict[str, Any]:
     """One association per client thread, each sending its share file by file (raw, not re-encoded)."""
     # Send the file's encoded data set as it is (no decode/re-encode), as a modality would; this
@@ -208,46 +211,61 @@ def cstore_phase(port: int, paths: list[Path], associations: int) -> dict[str, A
     errors: list[str] = []
     failed = refused = 0
     lock = threading.Lock()
+    resent = 0
 
-    def client(share: list[Path]) -> None:
-        nonlocal failed, refused
-        ae = AE(ae_title=CALLING_AE)
-        ae.acse_timeout = 60
-        ae.dimse_timeout = 120
-        ae.network_timeout = 120
-        for sop_class, syntax in contexts:
-            ae.add_requested_context(sop_class, syntax)
+    def associate(ae: AE) -> Any:
+        nonlocal refused
         started = time.perf_counter()
         assoc = ae.associate("127.0.0.1", port, ae_title=CALLED_AE)
         with lock:
             setup.append(time.perf_counter() - started)
-        if not assoc.is_established:
-            with lock:
+            if not assoc.is_established:
                 refused += 1
-                failed += len(share)
                 why = (
                     "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
                 )
                 errors.append(f"association {why}")
-            return
+        return assoc if assoc.is_established else None
+
+    def client(share: list[Path]) -> None:
+        """Send the share; a response that never comes is sent again on a new association.
+
+        As a modality would: pynetdicom's requestor now and then misses a fast C-STORE-RSP (its
+        association thread waits in ``get_msg`` while both ends of the connection sit idle with
+        empty queues), so the instance goes again; storing the same bytes twice is idempotent.
+        """
+        nonlocal failed, resent
+        ae = AE(ae_title=CALLING_AE)
+        ae.acse_timeout = 60
+        ae.dimse_timeout = STALL_TIMEOUT_S
+        ae.network_timeout = 120
+        for sop_class, syntax in contexts:
+            ae.add_requested_context(sop_class, syntax)
+        assoc = associate(ae)
         try:
             for n, path in enumerate(share):
-                started = time.perf_counter()
-                status = assoc.send_c_store(path, msg_id=n % 65535 + 1)
-                elapsed = time.perf_counter() - started
-                code = int(status.Status) if "Status" in status else None
-                with lock:
-                    latencies.append(elapsed)
-                    if code != 0x0000:
+                code = None
+                for _attempt in range(3):
+                    if assoc is None:
+                        break
+                    started = time.perf_counter()
+                    status = assoc.send_c_store(path, msg_id=n % 65535 + 1)
+                    elapsed = time.perf_counter() - started
+                    code = int(status.Status) if "Status" in status else None
+                    if code is not None:
+                        with lock:
+                            latencies.append(elapsed)
+                        break
+                    with lock:
+                        resent += 1
+                    assoc.abort()
+                    assoc = associate(ae)
+                if code != 0x0000:
+                    with lock:
                         failed += 1
                         errors.append("no response" if code is None else f"status 0x{code:04X}")
-                if not assoc.is_established:
-                    with lock:
-                        failed += len(share) - n - 1
-                        errors.append(f"association lost after {n + 1} of {len(share)}")
-                    return
         finally:
-            if assoc.is_established:
+            if assoc is not None and assoc.is_established:
                 assoc.release()
 
     wall = run_clients(client, paths, associations)
@@ -255,6 +273,7 @@ def cstore_phase(port: int, paths: list[Path], associations: int) -> dict[str, A
         "associations": associations,
         "instances": len(paths),
         "refused_associations": refused,
+        "resent_after_client_stall": resent,
         "errors": errors[:5],
         "error_count": failed,
         "instances_per_s": round(len(paths) / wall, 1) if paths else 0.0,
