@@ -28,7 +28,7 @@ from consult_api.dicom import parsing, repository
 from consult_api.dicom.models import Instance, Series, Study
 from consult_api.dicom.parsing import DicomRejected, ParsedInstance
 from consult_api.errors import Conflict, NotPermitted
-from consult_api.storage.blobs import BlobRef, BlobStore, StagedBlob
+from consult_api.storage.blobs import BlobStore, StagedBlob
 
 log = logging.getLogger("consult_api.dicom")
 BULK_THRESHOLD = 1024
@@ -63,8 +63,7 @@ class IngestContext:
     expected_study_uid: str | None = None
     outcomes: list[StoreOutcome] = field(default_factory=list)
     defer_dir_sync: bool = False
-    """Batch doors (STOW, uploads) sync the blob folders once at the end via ``stored_refs``."""
-    stored_refs: list[BlobRef] = field(default_factory=list)
+    """Batch doors (STOW-RS, the DIMSE spool) make the whole store durable once (``sync_all``)."""
     studies: dict[str, Study] = field(default_factory=dict)
     """Studies and series this batch already checked or created, by UID: a 50-instance STOW into one
     series looks each up once, not 50 times."""
@@ -358,7 +357,7 @@ def _store_one(
                         indexed = _index(session, ctx, parsed, staged)
                         # Published only once the index accepted it: a refused instance leaves no
                         # blob. Content-addressed: publishing the same bytes again is a no-op.
-                        ctx.stored_refs.append(store.commit(staged, sync_dir=not ctx.defer_dir_sync))
+                        store.commit(staged, sync_dir=not ctx.defer_dir_sync)
                         outcome = _success(parsed)
                 if indexed is not None:
                     _remember(ctx, *indexed)  # only once the savepoint is released
@@ -480,6 +479,6 @@ def _store_batch(
         raise
     for blob, study, series in new:
         # Rows and blobs become visible together, when the request's transaction commits.
-        ctx.stored_refs.append(store.commit(blob, sync_dir=not ctx.defer_dir_sync))
+        store.commit(blob, sync_dir=not ctx.defer_dir_sync)
         _remember(ctx, study, series)
     return outcomes

@@ -15,8 +15,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -28,7 +27,6 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platfo
 if _LIBC is not None:
     _LIBC.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     _LIBC.syncfs.argtypes = [ctypes.c_int]
-FSYNC_THREADS = 8
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -146,10 +144,6 @@ class BlobStore(Protocol):
 
     def open_writer(self) -> BlobWriter: ...
 
-    def make_durable(self, staged: Sequence[StagedBlob]) -> None: ...
-
-    def sync_dirs(self, refs: Iterable[BlobRef]) -> None: ...
-
     def sync_all(self) -> None: ...
 
     def exists(self, sha256: str) -> bool: ...
@@ -234,7 +228,7 @@ class LocalBlobStore:
         return BlobWriter(self.tmp_dir)
 
     def commit(self, staged: StagedBlob, *, sync_dir: bool = True) -> BlobRef:
-        """Rename into place; with ``sync_dir=False`` the caller must ``sync_dirs`` before relying on it."""
+        """Rename into place; with ``sync_dir=False`` the caller must ``sync_all`` before relying on it."""
         try:
             self._publish(staged.path, staged.ref, sync_dir)
         except OSError as exc:
@@ -251,13 +245,6 @@ class LocalBlobStore:
         if sync_dir:
             _fsync_dir(final.parent)
 
-    def make_durable(self, staged: Sequence[StagedBlob]) -> None:
-        """fsync many staged files at once: the disk overlaps them, and fsync releases the GIL.
-
-        A STOW-RS request of 50 instances spends ~35 ms in sequential fsyncs; in parallel, a few.
-        """
-        self._parallel(_fsync_file, [s.path for s in staged])
-
     def sync_all(self) -> None:
         """Everything written to the store so far, durable: one ``syncfs`` of its filesystem.
 
@@ -270,20 +257,6 @@ class LocalBlobStore:
                 os.sync()
         finally:
             os.close(fd)
-
-    def sync_dirs(self, refs: Iterable[BlobRef]) -> None:
-        """Make deferred renames durable (one fsync per fan-out folder touched)."""
-        self._parallel(_fsync_dir, sorted({self.local_path(r.sha256).parent for r in refs}))
-
-    @staticmethod
-    def _parallel(action: Callable[[Path], None], paths: Sequence[Path]) -> None:
-        if not paths:
-            return
-        try:
-            with ThreadPoolExecutor(max_workers=min(FSYNC_THREADS, len(paths))) as pool:
-                list(pool.map(action, paths))
-        except OSError as exc:
-            raise _storage_error(exc) from exc
 
     def open_verified(self, sha256: str) -> Iterator[bytes]:
         """Stream the blob, raising ``BlobCorrupted`` at the end if the bytes do not match."""
@@ -317,14 +290,6 @@ def start_writeback(fd: int) -> None:
     """
     if _LIBC is not None:
         _LIBC.sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
