@@ -249,8 +249,7 @@ class DimseListener:
         # At EVT_REQUESTED only the A-ASSOCIATE-RQ primitive carries the calling AE title.
         primitive = event.assoc.requestor.primitive
         raw = primitive.calling_ae_title if primitive is not None else event.assoc.requestor.ae_title
-        ae_title = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)).strip()
-        return self._node_for_title(ae_title)
+        return self._node_for_title(upper_layer.ae_title_text(raw))
 
     def _node_for_title(self, ae_title: str) -> CallingNode | None:
         with transaction(self.session_factory) as session:

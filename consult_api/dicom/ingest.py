@@ -409,8 +409,7 @@ def store_many(
     own exact outcome. Blobs are published only after the batch's rows are flushed, so a
     rolled-back batch leaves its staged files intact for the per-instance path.
     """
-    parsed: list[StagedBlob | tuple[StagedBlob, ParsedInstance]] = list(staged)
-    return store_parsed(session, store, ctx, parsed)
+    return store_parsed(session, store, ctx, list(staged))
 
 
 def store_parsed(

@@ -76,7 +76,7 @@ class _Stager:
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self._jobs: queue.Queue[tuple[str, Any]] = queue.Queue(self.QUEUE_CHUNKS)
         self._writer: BlobWriter | None = None
         self._thread = threading.Thread(target=self._run, name="stow-stager", daemon=True)
@@ -109,7 +109,7 @@ class _Stager:
                 continue  # drain: the request fails as a whole
             try:
                 self._do(action, item)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by close() in the request
+            except Exception as exc:  # noqa: BLE001 - re-raised by close() in the request
                 self.error = exc
                 if self._writer is not None:
                     self._writer.abort()
@@ -227,7 +227,7 @@ class RelatedReceiver:
             stager.close()
 
     def discard(self) -> None:
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):
             self._close_stager()  # its writes end (or fail) before their files are removed
         for part in self.parts:
             if part.staged is not None:

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 
@@ -146,6 +146,11 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH", 0x0002, element) + vr + struct.pack("<H", len(value)) + value
 
 
+def seal(writer: BlobWriter) -> StagedBlob:
+    """Rename a spool file from ``.part`` to ``.dcm`` and fsync both: replay takes only ``.dcm``."""
+    return writer.finish_durable_as(writer.path.with_suffix(SPOOLED))
+
+
 class Refusal:
     """Receives and drops a data set the association may not store (the answer is fixed up front)."""
 
@@ -209,7 +214,7 @@ class SpoolReceiver:
             self.buffer += data
             self.digest.update(data)
         else:
-            self.writer = BlobWriter(self.spool.directory, suffix=PARTIAL)
+            self.writer = self.spool.spool_file()
             self.writer.write(self.buffer)
             self.writer.write(data)
             self.buffer = bytearray()
@@ -217,8 +222,7 @@ class SpoolReceiver:
     def finish(self) -> tuple[int, str | None]:
         try:
             if self.writer is not None:
-                staged = self.writer.finish_durable_as(self.writer.path.with_suffix(SPOOLED))
-                return self.spool.admit_file(staged, self.association, self.request)
+                return self.spool.admit_file(seal(self.writer), self.association, self.request)
             ref = BlobRef(self.digest.hexdigest(), len(self.buffer))
             return self.spool.admit_buffer(self.buffer, ref, self.association, self.request)
         except StorageError as exc:
@@ -257,7 +261,11 @@ class DimseSpool:
         self._healthy = True
         self._thread: threading.Thread | None = None
         self.linger_s = linger_s
-        self._writer = ThreadPoolExecutor(max_workers=RING_WRITERS, thread_name_prefix="dimse-ring")
+        self._ring_writes = ThreadPoolExecutor(max_workers=RING_WRITERS, thread_name_prefix="dimse-ring")
+
+    def spool_file(self) -> BlobWriter:
+        """A file for one instance that the ring cannot take; ``seal`` makes it durable."""
+        return BlobWriter(self.directory, suffix=PARTIAL)
 
     def association(self, sender: Sender) -> SenderAssociation:
         return SenderAssociation(sender, self.session_factory)
@@ -279,7 +287,7 @@ class DimseSpool:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
-        self._writer.shutdown(wait=True)
+        self._ring_writes.shutdown(wait=True)
         self.ring.close()
 
     @property
@@ -305,7 +313,7 @@ class DimseSpool:
         with the next release.
         """
         sender = association.sender
-        write = self._writer.submit(self.ring.append, data, ref.sha256, sender.ae_title)
+        write = self._ring_writes.submit(self.ring.append, data, ref.sha256, sender.ae_title)
         try:
             parsed = parsing.parse_stream(BytesIO(data), len(data))
             duplicate = self._admissible(parsed, request, association, ref)
@@ -317,9 +325,9 @@ class DimseSpool:
         try:
             entry = write.result()
         except RingFull:
-            writer = BlobWriter(self.directory, suffix=PARTIAL)
+            writer = self.spool_file()
             writer.write(data)
-            path = writer.finish_durable_as(writer.path.with_suffix(SPOOLED)).path
+            path = seal(writer).path
         except OSError as exc:
             raise StorageError(f"spool write failed: {exc.strerror}") from exc
         item = Spooled(ref, parsed, sender, association.ticket, entry=entry, path=path)
@@ -531,10 +539,7 @@ class DimseSpool:
         for entry in entries:
             item = self._recovered(self.ring.read(entry), entry.tag, sender_for)
             if item is not None:
-                queued += (
-                    self._enqueue(Spooled(item.ref, item.parsed, item.sender, entry=entry, replayed=True))[0]
-                    == SUCCESS
-                )
+                queued += self._enqueue(replace(item, entry=entry, replayed=True))[0] == SUCCESS
         for path in sorted(self.directory.iterdir()):
             if path.suffix in (PARTIAL, LINK):
                 path.unlink(missing_ok=True)  # never acknowledged
@@ -543,12 +548,7 @@ class DimseSpool:
                 if item is None:
                     os.replace(path, self.rejected / path.name)
                 else:
-                    queued += (
-                        self._enqueue(Spooled(item.ref, item.parsed, item.sender, path=path, replayed=True))[
-                            0
-                        ]
-                        == SUCCESS
-                    )
+                    queued += self._enqueue(replace(item, path=path, replayed=True))[0] == SUCCESS
         if queued:
             log.info("DIMSE spool replayed", extra={"instances": queued})
         return queued

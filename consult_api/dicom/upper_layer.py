@@ -185,7 +185,11 @@ def peer_max_pdu(request: A_ASSOCIATE) -> int:
 
 
 def calling_ae_title(request: A_ASSOCIATE) -> str:
-    raw = request.calling_ae_title
+    return ae_title_text(request.calling_ae_title)
+
+
+def ae_title_text(raw: bytes | str) -> str:
+    """An AE title as pynetdicom hands it over (bytes or str, space padded), as plain text."""
     return (raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)).strip()
 
 
