@@ -141,6 +141,7 @@ def cmd_dimse(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from consult_api.heap import freeze_startup_heap
     from consult_api.logs import configure_logging
 
     settings = _settings()
@@ -148,6 +149,8 @@ def cmd_dimse(args: argparse.Namespace) -> int:
     prepare_database(settings)
     listener = build_dimse_listener(settings, args.port)
     listener.start()
+    if settings.freeze_heap:
+        freeze_startup_heap()
     print(
         f"DICOM listener {settings.dimse_ae_title} on {settings.dimse_host}:{listener.port}", file=sys.stderr
     )

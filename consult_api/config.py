@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         description="how long the C-STORE indexer waits to gather a group commit (an association's "
         "release ends the wait)",
     )
+    freeze_heap: bool = Field(
+        default=True,
+        description="freeze the objects alive after start-up out of the cyclic garbage collector's "
+        "sight (gc.freeze): full collections then skip them. Off for processes that build and drop "
+        "many apps, such as a test run",
+    )
     broker_url: str | None = Field(
         default=None, description="Celery broker (redis://, amqp://); unset: the embedded filesystem broker"
     )

@@ -155,6 +155,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         password_hash_memory_kib=TEST_PASSWORD_POLICY.memory_kib,
         password_hash_parallelism=TEST_PASSWORD_POLICY.parallelism,
         log_json=True,
+        freeze_heap=False,  # every test builds an app: frozen, their reference cycles would pile up
     )
 
 

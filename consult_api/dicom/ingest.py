@@ -142,21 +142,20 @@ class Admissions:
 
 
 def check_admissible(
-    connection: Connection, principal: Principal, admitted: Admissions, parsed: ParsedInstance, sha256: str
-) -> bool:
+    connection: Connection, principal: Principal, admitted: Admissions, parsed: ParsedInstance
+) -> str | None:
     """``store_parsed``'s verdict, read-only, for a door that acknowledges before it indexes.
 
-    Raises ``DicomRejected`` for different bytes under a stored SOP Instance UID, a study of
-    another facility or a series indexed under another study; returns True when the same bytes are
-    already stored (an idempotent re-send). ``admitted`` remembers what passed, so an association
-    looks its study and series up once, not once per instance. Plain column reads on a connection:
-    this runs for every instance before its answer.
+    Returns the sha256 already stored under the SOP Instance UID (None: a new instance), for
+    ``is_duplicate`` to judge once the instance's own digest is known: the check can run on the
+    header while the pixels are still arriving. Raises ``DicomRejected`` for a study of another
+    facility or a series indexed under another study. ``admitted`` remembers what passed, so an
+    association looks its study and series up once, not once per instance. Plain column reads on a
+    connection: this runs for every instance before its answer.
     """
-    known = connection.scalar(_DIGEST_BY_UID, {"uid": parsed.sop_instance_uid})
+    known: str | None = connection.scalar(_DIGEST_BY_UID, {"uid": parsed.sop_instance_uid})
     if known is not None:
-        if known != sha256:
-            raise _different_content(parsed)
-        return True
+        return known  # a re-send or a conflict, whatever its study says
     study_uid = parsed.study_instance_uid
     if study_uid not in admitted.studies:
         study_id = connection.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
@@ -178,7 +177,16 @@ def check_admissible(
     elif admitted_under != study_uid:
         raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "the series was sent under another study")
     admitted.series_studies[series_uid] = study_uid
-    return False
+    return None
+
+
+def is_duplicate(stored_sha256: str | None, sha256: str, parsed: ParsedInstance) -> bool:
+    """True for the same bytes stored again (an idempotent success); raises for different bytes."""
+    if stored_sha256 is None:
+        return False
+    if stored_sha256 != sha256:
+        raise _different_content(parsed)
+    return True
 
 
 _DIGEST_BY_UID = select(Instance.blob_sha256).where(Instance.sop_instance_uid == bindparam("uid"))

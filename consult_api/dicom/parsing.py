@@ -21,6 +21,7 @@ from pydicom.filereader import _read_file_meta_info, data_element_generator, rea
 from pydicom.uid import UID
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+DEFLATED = "1.2.840.10008.1.2.1.99"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # STOW-RS / C-STORE failure reasons (PS3.4 / PS3.18)
@@ -123,7 +124,7 @@ def _dataset_end(stream: BinaryIO, syntax: UID, start: int | None = None) -> int
 
 
 def _check_complete(stream: BinaryIO, size: int, syntax: str, start: int | None = None) -> None:
-    if syntax == "1.2.840.10008.1.2.1.99":
+    if syntax == DEFLATED:
         return  # deflated: pydicom inflates while reading; a truncated stream fails to inflate
     try:
         with warnings.catch_warnings():
@@ -168,10 +169,19 @@ def parse_instance(path: Path) -> ParsedInstance:
 
 def parse_stream(stream: BinaryIO, size: int) -> ParsedInstance:
     """``parse_instance`` for a Part-10 file already in memory or inside a larger file."""
+    parsed, pixel_data_at = parse_header(stream, size)
+    check_complete(parsed, stream, size, pixel_data_at)
+    return parsed
+
+
+def parse_header(stream: BinaryIO, size: int) -> tuple[ParsedInstance, int | None]:
+    """The checked header and where top-level Pixel Data starts (None: the parse did not stop there).
+
+    The instance is not known to be complete yet: ``check_complete`` decides that.
+    """
     ds = _read_header(stream)
     stopped_at = stream.tell()
     syntax = _check_transfer_syntax(ds)
-    _check_complete(stream, size, syntax, stopped_at if _at_pixel_data(stream, stopped_at, size) else None)
     parsed = ParsedInstance(
         dataset=ds,
         transfer_syntax_uid=syntax,
@@ -180,7 +190,28 @@ def parse_stream(stream: BinaryIO, size: int) -> ParsedInstance:
         study_instance_uid=_check_uid(ds, "StudyInstanceUID"),
         series_instance_uid=_check_uid(ds, "SeriesInstanceUID"),
     )
-    return parsed
+    return parsed, stopped_at if _at_pixel_data(stream, stopped_at, size) else None
+
+
+def check_complete(parsed: ParsedInstance, stream: BinaryIO, size: int, pixel_data_at: int | None) -> None:
+    """Every top-level element ends inside ``size`` bytes; raises ``DicomRejected`` if not."""
+    _check_complete(stream, size, parsed.transfer_syntax_uid, pixel_data_at)
+
+
+def parse_prefix(prefix: bytes) -> tuple[ParsedInstance, int] | None:
+    """The header from the first bytes of an instance still arriving, if they reach Pixel Data.
+
+    Why: a receiver can parse and check the header while the pixels are still on the wire, and only
+    the completeness check waits for the last byte. None when the prefix ends before top-level
+    Pixel Data (a long header, or no pixels at all) or does not parse: the whole instance decides.
+    """
+    try:
+        parsed, pixel_data_at = parse_header(io.BytesIO(prefix), len(prefix))
+    except DicomRejected:
+        return None
+    if pixel_data_at is None or parsed.transfer_syntax_uid == DEFLATED:
+        return None  # deflated: positions in the stream say nothing about the inflated data set
+    return parsed, pixel_data_at
 
 
 def parse_bytes(data: bytes) -> Dataset:

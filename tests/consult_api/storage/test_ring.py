@@ -110,3 +110,61 @@ def test_space_is_reclaimed_only_up_to_the_oldest_record_still_owed(tmp_path: Pa
 def checkpoint(folder: Path) -> tuple[int, int]:
     seq, offset = (folder / "ring.checkpoint").read_text().split()
     return int(seq), int(offset)
+
+
+def test_a_record_streamed_into_its_slot_comes_back_whole(tmp_path: Path) -> None:
+    ring = DurableRing(tmp_path / "ring", 1 << 20)
+    ring.open()
+    data = bytes(range(256)) * 300  # 76,800 bytes, written in three parts as they would arrive
+    slot = ring.reserve(100_000)
+    for start in range(0, len(data), 30_000):
+        slot.write(start, data[start : start + 30_000])
+    entry = slot.commit(len(data), hashlib.sha256(data).hexdigest(), "MODALITY")
+    after = append(ring, record(7))  # placed after the whole slot, not after the shorter data
+    ring.close()
+
+    again = DurableRing(tmp_path / "ring", 1 << 20)
+    found = again.open()
+    assert [e.seq for e in found] == [entry.seq, after]
+    assert again.read(found[0]) == data
+    assert found[1].offset == entry.offset + entry.span
+    again.close()
+
+
+def test_a_slot_cannot_take_more_than_it_reserved(tmp_path: Path) -> None:
+    ring = DurableRing(tmp_path / "ring", 1 << 20)
+    ring.open()
+    slot = ring.reserve(1000)
+    with pytest.raises(ValueError, match="capacity"):
+        slot.write(0, bytes(slot.capacity + 1))
+    with pytest.raises(ValueError, match="longer than its slot"):
+        slot.commit(slot.capacity + 1, "0" * 64, "X")
+    ring.close()
+
+
+def test_a_record_acknowledged_behind_one_never_committed_is_recovered(tmp_path: Path) -> None:
+    """Two associations: the first places its record and stalls; the second commits behind it."""
+    ring = DurableRing(tmp_path / "ring", 1 << 20)
+    ring.open()
+    stalled = ring.reserve(50_000)
+    stalled.write(0, b"\x01" * 10_000)  # part of its data, never committed (crash)
+    acknowledged = append(ring, record(3))
+    ring.close()
+
+    again = DurableRing(tmp_path / "ring", 1 << 20)
+    found = again.open()
+    assert [e.seq for e in found] == [acknowledged]  # stepped over the pending record by its span
+    assert again.read(found[0]) == record(3)
+    assert append(again, record(4)) == acknowledged + 1
+    again.close()
+
+
+def test_a_released_slot_frees_its_space_like_a_record(tmp_path: Path) -> None:
+    ring = DurableRing(tmp_path / "ring", 1 << 20)
+    ring.open()
+    refused = ring.reserve(200_000)  # an instance refused after its slot was placed
+    kept = append(ring, record(5))
+    ring.release([refused.seq])
+    assert ring.live == 1
+    assert checkpoint(tmp_path)[0] == kept
+    ring.close()
