@@ -17,7 +17,8 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_dataset, read_preamble
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -181,8 +182,12 @@ def parse_header(stream: BinaryIO, size: int) -> tuple[ParsedInstance, int | Non
     """
     ds = _read_header(stream)
     stopped_at = stream.tell()
-    syntax = _check_transfer_syntax(ds)
-    parsed = ParsedInstance(
+    parsed = _checked(ds, _check_transfer_syntax(ds))
+    return parsed, stopped_at if _at_pixel_data(stream, stopped_at, size) else None
+
+
+def _checked(ds: Dataset, syntax: str) -> ParsedInstance:
+    return ParsedInstance(
         dataset=ds,
         transfer_syntax_uid=syntax,
         sop_class_uid=_check_uid(ds, "SOPClassUID"),
@@ -190,12 +195,44 @@ def parse_header(stream: BinaryIO, size: int) -> tuple[ParsedInstance, int | Non
         study_instance_uid=_check_uid(ds, "StudyInstanceUID"),
         series_instance_uid=_check_uid(ds, "SeriesInstanceUID"),
     )
-    return parsed, stopped_at if _at_pixel_data(stream, stopped_at, size) else None
 
 
 def check_complete(parsed: ParsedInstance, stream: BinaryIO, size: int, pixel_data_at: int | None) -> None:
     """Every top-level element ends inside ``size`` bytes; raises ``DicomRejected`` if not."""
     _check_complete(stream, size, parsed.transfer_syntax_uid, pixel_data_at)
+
+
+def parse_received_prefix(
+    prefix: bytes, dataset_start: int, transfer_syntax_uid: str
+) -> tuple[ParsedInstance, int] | None:
+    """``parse_prefix`` for an instance whose file meta this service wrote itself (DIMSE).
+
+    Only the data set is read, from ``dataset_start`` in the negotiated transfer syntax: reading
+    back the file meta and building the ``FileDataset`` around it was half of ``dcmread``'s time
+    (0.26 ms against 0.14 ms per CT header here). The data set has no ``file_meta``; the parsed
+    instance carries the transfer syntax.
+    """
+    if transfer_syntax_uid == DEFLATED or transfer_syntax_uid not in SUPPORTED_TRANSFER_SYNTAXES:
+        return None  # the whole instance decides (and refuses an unsupported syntax with its reason)
+    syntax = UID(transfer_syntax_uid)
+    stream = io.BytesIO(prefix)
+    stream.seek(dataset_start)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = read_dataset(
+                stream, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=_pixel_data_tag
+            )
+        stopped_at = stream.tell()
+        if not _at_pixel_data(stream, stopped_at, len(prefix)):
+            return None
+        return _checked(ds, transfer_syntax_uid), stopped_at
+    except Exception:  # noqa: BLE001 - truncated mid-element or malformed: the whole instance decides
+        return None
+
+
+def _pixel_data_tag(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
 def parse_prefix(prefix: bytes) -> tuple[ParsedInstance, int] | None:

@@ -220,34 +220,46 @@ class SpoolReceiver:
         self.spool = spool
         self.association = association
         self.request = request
-        self.buffer = bytearray(file_meta(request))
-        self.digest = hashlib.sha256(self.buffer)
+        meta = file_meta(request)
+        self.chunks = [meta]
+        """The instance so far, one ``bytes`` per fragment: joined once, not regrown per fragment."""
+        self.size = self.dataset_start = len(meta)
+        self.digest = hashlib.sha256(meta)
         self.writer: BlobWriter | None = None
         self.early: EarlyHeader | None = None
         self.refused: DicomRejected | None = None
         self._look_at = EARLY_HEADER_BYTES
         self.slot = spool.reserve(association.expected_size)
         if self.slot is not None:
-            self._stream(0, self.buffer)
+            self._stream(0, meta)
+
+    @property
+    def data(self) -> bytes:
+        """What has arrived, as one ``bytes`` (joined on demand)."""
+        if len(self.chunks) > 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0] if self.chunks else b""
 
     def write(self, data: memoryview) -> None:
         if self.refused is not None:
             return  # the answer is decided: the rest of the data set is read and dropped
         if self.writer is not None:
             self.writer.write(data)
-        elif len(self.buffer) + len(data) <= self.spool.ring.max_record:
+        elif self.size + len(data) <= self.spool.ring.max_record:
             if self.slot is not None:
-                self._stream(len(self.buffer), data)
-            self.buffer += data
-            self.digest.update(data)
-            if len(self.buffer) >= self._look_at:
+                self._stream(self.size, data)
+            chunk = bytes(data)  # its own copy: the association reuses its read buffer
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            self.digest.update(chunk)
+            if self.size >= self._look_at:
                 self._look_early()
         else:
             self._release_slot()
             self.writer = self.spool.spool_file()
-            self.writer.write(self.buffer)
+            self.writer.write(self.data)
             self.writer.write(data)
-            self.buffer = bytearray()
+            self.chunks = []
 
     def _look_early(self) -> None:
         """Try the header on what has arrived; tried again on four times as much, up to a limit.
@@ -255,9 +267,8 @@ class SpoolReceiver:
         Growing the prefix geometrically bounds the parses wasted on a long header to a third of
         one full parse; an instance whose header is not found early is parsed whole at the end.
         """
-        size = len(self.buffer)
-        self._look_at = size * 4 if size * 4 <= EARLY_HEADER_LIMIT else sys.maxsize
-        found = parsing.parse_prefix(bytes(self.buffer))
+        self._look_at = self.size * 4 if self.size * 4 <= EARLY_HEADER_LIMIT else sys.maxsize
+        found = parsing.parse_received_prefix(self.data, self.dataset_start, self.request.transfer_syntax_uid)
         if found is None:
             return
         self._look_at = sys.maxsize
@@ -266,12 +277,12 @@ class SpoolReceiver:
             stored = self.spool.admission(parsed, self.request, self.association)
         except DicomRejected as exc:
             self.refused = exc
-            self.buffer = bytearray()
+            self.chunks = []
             self._release_slot()
             return
         self.early = EarlyHeader(parsed, pixel_data_at, stored)
 
-    def _stream(self, position: int, data: bytes | bytearray | memoryview) -> None:
+    def _stream(self, position: int, data: bytes | memoryview) -> None:
         """Into the slot while the instance fits it; past that, the whole record goes at the end."""
         assert self.slot is not None
         if position + len(data) > self.slot.capacity:
@@ -293,10 +304,10 @@ class SpoolReceiver:
                 return self.refused.reason, self.refused.message[:64]
             if self.writer is not None:
                 return self.spool.admit_file(seal(self.writer), self.association, self.request)
-            self.association.expected_size = len(self.buffer) + len(self.buffer) // 8
-            ref = BlobRef(self.digest.hexdigest(), len(self.buffer))
+            self.association.expected_size = self.size + self.size // 8
+            ref = BlobRef(self.digest.hexdigest(), self.size)
             return self.spool.admit_buffer(
-                self.buffer, ref, self.association, self.request, self.early, self.slot
+                self.data, ref, self.association, self.request, self.early, self.slot
             )
         except StorageError as exc:
             return parsing.OUT_OF_RESOURCES, str(exc)[:64]
@@ -307,7 +318,7 @@ class SpoolReceiver:
         if self.writer is not None:
             self.writer.abort()
         self._release_slot()
-        self.buffer = bytearray()
+        self.chunks = []
 
 
 class DimseSpool:
@@ -386,7 +397,7 @@ class DimseSpool:
 
     def admit_buffer(
         self,
-        data: bytearray,
+        data: bytes,
         ref: BlobRef,
         association: SenderAssociation,
         request: StoreRequest,
@@ -407,14 +418,14 @@ class DimseSpool:
 
     def _admit_buffer(
         self,
-        data: bytearray,
+        data: bytes,
         ref: BlobRef,
         association: SenderAssociation,
         request: StoreRequest,
         early: EarlyHeader | None,
         slot: RingSlot | None,
     ) -> tuple[int, str | None]:
-        stream = BytesIO(bytes(data))  # bytes: BytesIO shares them; a bytearray it would copy slowly
+        stream = BytesIO(data)  # shares the bytes: no copy
         try:
             if early is None:
                 parsed, pixel_data_at = parsing.parse_header(stream, len(data))
@@ -432,7 +443,7 @@ class DimseSpool:
         )
 
     def _make_durable(
-        self, data: bytearray, ref: BlobRef, ae_title: str, slot: RingSlot | None
+        self, data: bytes, ref: BlobRef, ae_title: str, slot: RingSlot | None
     ) -> tuple[RingEntry | None, Path | None]:
         """The slot committed, a ring record, or a fsynced spool file while the ring has no room."""
         try:
