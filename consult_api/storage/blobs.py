@@ -282,15 +282,14 @@ class LocalBlobStore:
 SYNC_FILE_RANGE_WRITE = 2
 
 
-def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
-    """Ask the kernel to start writing dirty pages now (``sync_file_range``), not wait for them.
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the file's dirty pages now (``sync_file_range``), not wait.
 
     Not a durability guarantee (no metadata, no device flush): the later ``fsync``/``syncfs`` still
-    is; it just finds the data already on its way. ``length`` 0: to the end of the file. A no-op
-    where the call does not exist.
+    is; it just finds the data already on its way. A no-op where the call does not exist.
     """
     if _LIBC is not None:
-        _LIBC.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+        _LIBC.sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,9 +8,9 @@ critical path, where many of them share one filesystem sync.
 
 Records sit at 4 KiB-aligned offsets, each behind a header (sequence number, span to the next
 record, length, sha256, a short tag, committed or not, CRC of the header). Space is placed for a
-record before its data is known (``reserve``), so a receiver can stream the data into it while it
-arrives and start its writeback early; ``commit`` then writes the final header and ``fdatasync``s,
-which finds most of the data already on the disk. ``append`` does all three for data in hand.
+record before its data is known (``reserve``), so a receiver can write the data into it while it
+arrives; ``commit`` then writes the final header and ``fdatasync``s. ``append`` does all three for
+data in hand.
 
 Every placed record gets a pending header at once, under the ring's lock: with several writers,
 a later record may be committed (and acknowledged) before an earlier one has written anything, and
@@ -32,8 +32,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from consult_api.storage.blobs import start_writeback
 
 MAGIC = b"HOICHAN2"
 HEADER = struct.Struct("<8sQQQ32s16s?7x")  # magic, seq, span, length, sha256, tag, committed
@@ -87,7 +85,12 @@ class RingSlot:
         return self.span - HEADER_SIZE
 
     def write(self, position: int, data: bytes | bytearray | memoryview) -> None:
-        """Data at ``position`` of the record, its writeback started (not yet durable)."""
+        """Data at ``position`` of the record, in the page cache until the commit's sync.
+
+        Writeback is not started here: per 128 KB fragment, ``sync_file_range`` cost this thread a
+        trip through the block layer each time and measured no faster (and 0.1-0.3 ms more CPU per
+        instance) than letting the commit's ``fdatasync`` write the record back at once.
+        """
         if position + len(data) > self.capacity:
             raise ValueError("write past the slot's capacity")
         self.ring.write_data(self.offset + HEADER_SIZE + position, data)
@@ -228,7 +231,6 @@ class DurableRing:
     def write_data(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         if os.pwrite(self._fd, data, offset) != len(data):
             raise OSError("short write to the spool ring")
-        start_writeback(self._fd, offset, len(data))
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
