@@ -37,6 +37,11 @@ MAGIC = b"HOICHAN2"
 HEADER = struct.Struct("<8sQQQ32s16s?7x")  # magic, seq, span, length, sha256, tag, committed
 CRC = struct.Struct("<I")
 HEADER_SIZE = HEADER.size + CRC.size
+# Version 1 (records written whole, no span or pending state): still read, so that what an older
+# release acknowledged before a crash is replayed after an upgrade.
+MAGIC_V1 = b"HOICHANR"
+HEADER_V1 = struct.Struct("<8sQQ32s16s")  # magic, seq, length, sha256, tag
+HEADER_V1_SIZE = HEADER_V1.size + CRC.size
 ALIGN = 4096
 FILL_CHUNK = 4 << 20
 
@@ -60,10 +65,11 @@ class RingEntry:
     sha256: str
     tag: str
     committed: bool = True
+    header_size: int = HEADER_SIZE
 
     @property
     def data_offset(self) -> int:
-        return self.offset + HEADER_SIZE
+        return self.offset + self.header_size
 
     @property
     def end(self) -> int:
@@ -104,6 +110,10 @@ class RingSlot:
         self.ring.sync()
         self.committed = True
         return entry
+
+
+def _tag_text(raw: bytes) -> str:
+    return raw.rstrip(b"\x00").decode("ascii", "replace")
 
 
 def _aligned(value: int) -> int:
@@ -314,14 +324,25 @@ class DurableRing:
         raw = os.pread(self._fd, HEADER_SIZE, offset)
         if len(raw) < HEADER_SIZE:
             return None
+        if raw.startswith(MAGIC_V1):
+            return self._entry_v1(offset, raw[:HEADER_V1_SIZE])
         head, (crc,) = raw[: HEADER.size], CRC.unpack(raw[HEADER.size :])
         if zlib.crc32(head) != crc:
             return None
         magic, seq, span, length, digest, tag, committed = HEADER.unpack(head)
         if magic != MAGIC or span < HEADER_SIZE + length or offset + span > self.size or span % ALIGN:
             return None
-        text = tag.rstrip(b"\x00").decode("ascii", "replace")
-        return RingEntry(seq, offset, span, length, digest.hex(), text, committed)
+        return RingEntry(seq, offset, span, length, digest.hex(), _tag_text(tag), committed)
+
+    def _entry_v1(self, offset: int, raw: bytes) -> RingEntry | None:
+        head, (crc,) = raw[: HEADER_V1.size], CRC.unpack(raw[HEADER_V1.size :])
+        if zlib.crc32(head) != crc:
+            return None
+        _magic, seq, length, digest, tag = HEADER_V1.unpack(head)
+        span = _aligned(HEADER_V1_SIZE + length)
+        if offset + span > self.size:
+            return None
+        return RingEntry(seq, offset, span, length, digest.hex(), _tag_text(tag), header_size=HEADER_V1_SIZE)
 
     def _valid_at(self, offset: int) -> int | None:
         entry = self._entry_at(offset)

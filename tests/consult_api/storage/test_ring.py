@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import pytest
 
-from consult_api.storage.ring import ALIGN, DurableRing, RingFull, RingUnavailable
+from consult_api.storage.ring import (
+    ALIGN,
+    CRC,
+    HEADER_V1,
+    HEADER_V1_SIZE,
+    MAGIC_V1,
+    DurableRing,
+    RingFull,
+    RingUnavailable,
+)
 
 
 def record(n: int, size: int = 20_000) -> bytes:
@@ -168,3 +178,31 @@ def test_a_released_slot_frees_its_space_like_a_record(tmp_path: Path) -> None:
     assert ring.live == 1
     assert checkpoint(tmp_path)[0] == kept
     ring.close()
+
+
+def test_records_of_the_previous_format_are_replayed_after_an_upgrade(tmp_path: Path) -> None:
+    """What an older release acknowledged before a crash comes back, and new records follow it."""
+    size = 1 << 20
+    old = [record(1), record(2, 30_000)]
+    with open(tmp_path / "ring", "wb") as fh:
+        fh.write(bytes(size))
+        offset = 0
+        for seq, data in enumerate(old, start=1):
+            head = HEADER_V1.pack(MAGIC_V1, seq, len(data), hashlib.sha256(data).digest(), b"MODALITY")
+            fh.seek(offset)
+            fh.write(head + CRC.pack(zlib.crc32(head)) + data)
+            offset += (HEADER_V1_SIZE + len(data) + ALIGN - 1) // ALIGN * ALIGN
+    (tmp_path / "ring.checkpoint").write_text("1 0\n")
+
+    ring = DurableRing(tmp_path / "ring", size)
+    found = ring.open()
+    assert [e.seq for e in found] == [1, 2]
+    assert [ring.read(e) for e in found] == old
+    new = append(ring, record(3))
+    assert new == 3
+    ring.release([1, 2])
+    ring.close()
+
+    again = DurableRing(tmp_path / "ring", size)
+    assert [(e.seq, again.read(e)) for e in again.open()] == [(3, record(3))]
+    again.close()
