@@ -22,6 +22,7 @@ from consult_api.dicom.spool import PARTIAL, SPOOLED, file_meta
 from consult_api.dicom.upper_layer import StoreRequest
 from consult_api.storage.blobs import LocalBlobStore
 from consult_api.storage.ring import DurableRing
+from tests.conftest import Network
 from tests.consult_api.dicom.conftest import CT_SMALL, MR_SMALL
 
 DUPLICATE_INSTANCE = 0x0111
@@ -102,6 +103,56 @@ def test_an_instance_without_its_study_is_refused_and_leaves_nothing(
     spool_dir = listener.spool.directory
     assert not [p for p in spool_dir.iterdir() if p.suffix in (PARTIAL, SPOOLED)]
     assert not list(listener.spool.store.spool_dir("dimse-rejected").iterdir())
+
+
+def test_a_study_of_another_facility_is_refused_while_its_pixels_arrive(
+    listener: DimseListener, session_factory: sessionmaker[Session], network: Network
+) -> None:
+    """Refused from the header (before the last fragment); nothing stays in the ring or the index."""
+    with session_factory.begin() as session:
+        session.add(DicomNode(ae_title="MODALITY_D2", facility_id=network.fid("D2"), may_store=True))
+    first = store_association(listener)
+    assert first.send_c_store(pydicom.dcmread(CT_SMALL)).Status == 0x0000
+    first.release()
+    same_study = pydicom.dcmread(CT_SMALL)
+    same_study.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+
+    other = store_association(listener, calling="MODALITY_D2")
+    try:
+        assert other.send_c_store(same_study).Status == NOT_AUTHORIZED
+        assert other.send_c_store(pydicom.dcmread(MR_SMALL)).Status == 0x0000  # the association goes on
+    finally:
+        other.release()
+
+    assert sorted(i.sop_class_uid for i in instances(session_factory)) == sorted(
+        [str(CTImageStorage), str(MRImageStorage)]
+    )
+    assert listener.spool.ring.live == 0  # the refused instance's slot went back
+    assert not list(listener.spool.store.spool_dir("dimse-rejected").iterdir())
+
+
+def test_an_instance_larger_than_its_slot_is_written_whole_and_stored_intact(
+    listener: DimseListener, session_factory: sessionmaker[Session]
+) -> None:
+    """The slot is sized by the association's last instance; a larger one goes to the ring at the end."""
+    small = pydicom.dcmread(CT_SMALL)
+    large = pydicom.dcmread(CT_SMALL)
+    large.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.78"
+    large.Rows = large.Columns = 256
+    large.PixelData = bytes(range(256)) * 512  # 256 x 256 x 16 bits: three times the small one
+    assoc = store_association(listener)
+    try:
+        assert assoc.send_c_store(small).Status == 0x0000
+        assert assoc.send_c_store(large).Status == 0x0000
+    finally:
+        assoc.release()
+
+    stored = {row.sop_instance_uid: row for row in instances(session_factory)}
+    kept = pydicom.dcmread(DicomBytesIO(stored_bytes(listener.spool.store, stored[large.SOPInstanceUID])))  # type: ignore[arg-type]
+    assert kept.PixelData == large.PixelData
+    assert kept.Rows == 256
+    assert str(small.SOPInstanceUID) in stored
+    assert listener.spool.ring.live == 0
 
 
 def test_an_indexing_failure_is_retried_and_nothing_is_lost(
