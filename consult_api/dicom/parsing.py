@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,13 +125,15 @@ def _dataset_end(stream: BinaryIO, syntax: UID, start: int | None = None) -> int
     return end
 
 
-def _check_complete(stream: BinaryIO, size: int, syntax: str, start: int | None = None) -> None:
+def check_complete(parsed: ParsedInstance, stream: BinaryIO, size: int, pixel_data_at: int | None) -> None:
+    """Every top-level element ends inside ``size`` bytes; raises ``DicomRejected`` if not."""
+    syntax = parsed.transfer_syntax_uid
     if syntax == DEFLATED:
         return  # deflated: pydicom inflates while reading; a truncated stream fails to inflate
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # pydicom only warns when a delimiter is missing at EOF
-            end = _dataset_end(stream, UID(syntax), start)
+            end = _dataset_end(stream, UID(syntax), pixel_data_at)
     except (EOFError, UserWarning, ValueError, OSError) as exc:
         raise DicomRejected(CANNOT_UNDERSTAND, f"file is truncated or corrupt: {exc}") from exc
     if end > size:
@@ -150,7 +153,10 @@ def _read_header(stream: BinaryIO) -> Dataset:
         raise DicomRejected(CANNOT_UNDERSTAND, f"cannot parse DICOM header: {type(exc).__name__}") from exc
 
 
-PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
+PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and Double Float Pixel Data
+PIXEL_DATA_TAG_BYTES = frozenset(
+    struct.pack(order, tag >> 16, tag & 0xFFFF) for tag in PIXEL_DATA_TAGS for order in ("<HH", ">HH")
+)
 
 
 def _at_pixel_data(stream: BinaryIO, position: int, size: int) -> bool:
@@ -158,7 +164,7 @@ def _at_pixel_data(stream: BinaryIO, position: int, size: int) -> bool:
     if position + 4 > size:
         return False
     stream.seek(position)
-    return stream.read(4) in PIXEL_DATA_TAGS
+    return stream.read(4) in PIXEL_DATA_TAG_BYTES
 
 
 def parse_instance(path: Path) -> ParsedInstance:
@@ -197,11 +203,6 @@ def _checked(ds: Dataset, syntax: str) -> ParsedInstance:
     )
 
 
-def check_complete(parsed: ParsedInstance, stream: BinaryIO, size: int, pixel_data_at: int | None) -> None:
-    """Every top-level element ends inside ``size`` bytes; raises ``DicomRejected`` if not."""
-    _check_complete(stream, size, parsed.transfer_syntax_uid, pixel_data_at)
-
-
 def parse_received_prefix(
     prefix: bytes, dataset_start: int, transfer_syntax_uid: str
 ) -> tuple[ParsedInstance, int] | None:
@@ -232,7 +233,7 @@ def parse_received_prefix(
 
 
 def _pixel_data_tag(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
+    return tag in PIXEL_DATA_TAGS
 
 
 def parse_prefix(prefix: bytes) -> tuple[ParsedInstance, int] | None:

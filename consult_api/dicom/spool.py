@@ -148,6 +148,11 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH", 0x0002, element) + vr + struct.pack("<H", len(value)) + value
 
 
+def answer(exc: DicomRejected) -> tuple[int, str]:
+    """The C-STORE status and error comment (at most 64 characters, PS3.7) for a refusal."""
+    return exc.reason, exc.message[:64]
+
+
 def seal(writer: BlobWriter) -> StagedBlob:
     """Rename a spool file from ``.part`` to ``.dcm`` and fsync both: replay takes only ``.dcm``."""
     return writer.finish_durable_as(writer.path.with_suffix(SPOOLED))
@@ -293,14 +298,15 @@ class SpoolReceiver:
             self._release_slot()  # the end-of-instance write reports what is wrong with the disk
 
     def _release_slot(self) -> None:
-        if self.slot is not None:
+        """Give the slot back unless its record was committed (then the indexer releases it)."""
+        if self.slot is not None and not self.slot.committed:
             self.spool.ring.release([self.slot.seq])
-            self.slot = None
+        self.slot = None
 
     def finish(self) -> tuple[int, str | None]:
         try:
             if self.refused is not None:
-                return self.refused.reason, self.refused.message[:64]
+                return answer(self.refused)
             if self.writer is not None:
                 return self.spool.admit_file(seal(self.writer), self.association, self.request)
             self.association.expected_size = self.size + self.size // 8
@@ -311,7 +317,7 @@ class SpoolReceiver:
         except StorageError as exc:
             return parsing.OUT_OF_RESOURCES, str(exc)[:64]
         finally:
-            self.slot = None  # committed, or released by admit_buffer
+            self._release_slot()  # a refused instance or a re-send does not keep its ring space
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -407,23 +413,8 @@ class DimseSpool:
 
         With ``early``, its header was parsed and checked while it arrived: only completeness and
         the digest are left to judge. With ``slot``, its bytes are in the ring already and only
-        need committing; a refused instance or a re-send releases the slot instead.
+        need committing; the caller releases a slot left uncommitted (a refusal or a re-send).
         """
-        try:
-            return self._admit_buffer(data, ref, association, request, early, slot)
-        finally:
-            if slot is not None and not slot.committed:
-                self.ring.release([slot.seq])
-
-    def _admit_buffer(
-        self,
-        data: bytes,
-        ref: BlobRef,
-        association: SenderAssociation,
-        request: StoreRequest,
-        early: EarlyHeader | None,
-        slot: RingSlot | None,
-    ) -> tuple[int, str | None]:
         stream = BytesIO(data)  # shares the bytes: no copy
         try:
             if early is None:
@@ -435,7 +426,7 @@ class DimseSpool:
             if ingest.is_duplicate(stored, ref.sha256, parsed):
                 return SUCCESS, None  # the same bytes are stored already
         except DicomRejected as exc:
-            return exc.reason, exc.message[:64]
+            return answer(exc)
         entry, path = self._make_durable(data, ref, association.sender.ae_title, slot)
         return self._enqueue(
             Spooled(ref, parsed, association.sender, association.ticket, entry=entry, path=path)
@@ -467,7 +458,7 @@ class DimseSpool:
             )
         except DicomRejected as exc:
             staged.discard()
-            return exc.reason, exc.message[:64]
+            return answer(exc)
         if duplicate:
             staged.discard()
             return SUCCESS, None
@@ -507,10 +498,11 @@ class DimseSpool:
                 self._cv.notify()
                 return SUCCESS, None
         self._forget(item)
-        if pending == item.ref.sha256:
-            return SUCCESS, None  # the same instance, sent twice in quick succession
-        error = ingest._different_content(item.parsed)
-        return error.reason, error.message[:64]
+        try:
+            ingest.is_duplicate(pending, item.ref.sha256, item.parsed)  # sent twice in quick succession
+        except DicomRejected as exc:
+            return answer(exc)
+        return SUCCESS, None
 
     def _forget(self, item: Spooled) -> None:
         """An item that is not queued after all: its spool file or ring record is not needed."""

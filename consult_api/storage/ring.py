@@ -362,21 +362,22 @@ class DurableRing:
                 entry = self._entry_at(0) if offset != 0 else None
                 if entry is None or entry.seq != seq:
                     break
-            found.append(entry if self._intact(entry) else replace(entry, committed=False))
+            found.append(self._verified(entry))
             seq, offset = seq + 1, entry.end
         return found
 
-    def _intact(self, entry: RingEntry) -> bool:
-        if not entry.committed:
-            return False
-        return hashlib.sha256(self.read(entry)).hexdigest() == entry.sha256
+    def _verified(self, entry: RingEntry) -> RingEntry:
+        """The entry, marked uncommitted unless it was committed and its data matches its digest."""
+        if entry.committed and hashlib.sha256(self.read(entry)).hexdigest() == entry.sha256:
+            return entry
+        return replace(entry, committed=False)
 
     def _scan(self, from_seq: int) -> list[RingEntry]:
         entries = []
         for offset in range(0, self.size, ALIGN):
             entry = self._entry_at(offset)
             if entry is not None and entry.seq >= from_seq:
-                entries.append(entry if self._intact(entry) else replace(entry, committed=False))
+                entries.append(self._verified(entry))
         entries.sort(key=lambda e: e.seq)
         run: list[RingEntry] = []
         for entry in entries:  # only a gap-free run counts: older leftovers are not live
