@@ -38,7 +38,7 @@ def mount_viewer(app: FastAPI, api_url: str, path: str = "/viewer", *, public_ap
     """
     mount_assets(app)
     blocks = create_ui(api_url, public_api_url=public_api_url)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app,
         blocks,
         path=path,
@@ -46,6 +46,28 @@ def mount_viewer(app: FastAPI, api_url: str, path: str = "/viewer", *, public_ap
         footer_links=[],
         show_error=True,
     )
+    slow_down_queue_polling(blocks)
+    return app
+
+
+QUEUE_POLL_S = 0.025
+PROGRESS_POLL_S = 0.1
+
+
+def slow_down_queue_polling(blocks: gr.Blocks) -> None:
+    """Let Gradio's event queue look for work every 25 ms instead of every millisecond.
+
+    Why: mounted in the API's process, the queue's idle loop (``sleep_when_free`` = 1 ms, progress
+    every 10 ms) woke the event loop ~1,000 times a second, and every wake takes the GIL from the
+    threads receiving DICOM (C-STORE) and staging STOW-RS parts. A viewer click waits at most 25 ms
+    more to be picked up, which nobody sees; the attributes are Gradio's own (pinned in
+    constraints.txt), left alone if a release renames them.
+    """
+    queue = getattr(blocks, "_queue", None)
+    if queue is not None and hasattr(queue, "sleep_when_free"):
+        queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
+    if queue is not None and hasattr(queue, "progress_update_sleep_when_free"):
+        queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, PROGRESS_POLL_S)
 
 
 def standalone_app(api_url: str) -> FastAPI:

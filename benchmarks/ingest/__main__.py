@@ -24,7 +24,17 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.ingest.harness import Case, CaseResult, ServerSpec, dcmtk_storescu, format_table, run_case
+from benchmarks.ingest.harness import (
+    Case,
+    CaseResult,
+    ServerSpec,
+    dcmtk_storescu,
+    format_table,
+    mark_deletes,
+    round_order,
+    run_case,
+    wait_out_recent_deletes,
+)
 from benchmarks.ingest.hoichan import hoichan_spec
 from benchmarks.ingest.netns import Network, VethNetwork, loopback, reexec_in_private_netns
 from benchmarks.ingest.orthanc import orthanc_available, orthanc_spec
@@ -39,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stock-count", type=int, default=None, help="instances for the stock-storescu case (default: all)"
     )
     p.add_argument("--batch", type=int, default=50, help="instances per STOW-RS request (default 50)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measurements of each case per server, alternating who goes first; medians compared (default 3)",
+    )
     p.add_argument("--network", choices=["loopback", "veth", "both"], default="loopback")
     p.add_argument("--mtu", type=int, default=1500, help="veth MTU (default 1500)")
     p.add_argument(
@@ -136,18 +152,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 networks.append(loopback())
             if args.network in ("veth", "both"):
                 networks.append(stack.enter_context(VethNetwork(args.mtu)))
+            wait_out_recent_deletes(args.data_dir)
             for network in networks:
                 for case in cases:
-                    for spec in (reference, candidate):
-                        result = run_case(spec, network, case, study.files, study.study_uid, scratch=scratch)
-                        results.append(result)
-                        print(
-                            f"  {network.name} {case.name} {spec.name}: {result.instances_per_s:.1f} inst/s, "
-                            f"{result.cpu_ms_per_instance:.2f} CPU-ms/inst, stored {result.stored}",
-                            flush=True,
-                        )
+                    for round_no in range(1, args.rounds + 1):
+                        for spec in round_order(reference, candidate, round_no):
+                            result = run_case(
+                                spec, network, case, study.files, study.study_uid, scratch=scratch
+                            )
+                            result.round = round_no
+                            results.append(result)
+                            print(
+                                f"  {network.name} {case.name} round {round_no} {spec.name}: "
+                                f"{result.instances_per_s:.1f} inst/s, "
+                                f"{result.cpu_ms_per_instance:.2f} CPU-ms/inst, stored {result.stored}",
+                                flush=True,
+                            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        mark_deletes(args.data_dir)
     print()
     print(format_table(results, reference.name, candidate.name))
     if args.json:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import gradio as gr
 from PIL import Image
 
 from viewer import render
 from viewer.i18n import LOCALES, MESSAGES, text
+from viewer.mount import PROGRESS_POLL_S, QUEUE_POLL_S, slow_down_queue_polling
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -58,3 +60,14 @@ def test_every_label_and_message_has_english_and_vietnamese() -> None:
     for key, entry in MESSAGES.items():
         assert set(entry) == {"en", "vi"}, key
     assert text("fr", "timeline") == "Timeline"
+
+
+def test_the_mounted_queue_polls_for_work_every_25_ms_not_every_millisecond() -> None:
+    """Pinned Gradio's idle-loop attributes still exist, so the slow-down is not silently a no-op."""
+    with gr.Blocks() as blocks:
+        gr.Markdown("x")
+    queue = blocks._queue
+    assert queue.sleep_when_free < QUEUE_POLL_S  # Gradio's own default, which this overrides
+    slow_down_queue_polling(blocks)
+    assert queue.sleep_when_free == QUEUE_POLL_S
+    assert queue.progress_update_sleep_when_free == PROGRESS_POLL_S
