@@ -38,7 +38,7 @@ def mount_viewer(app: FastAPI, api_url: str, path: str = "/viewer", *, public_ap
     """
     mount_assets(app)
     blocks = create_ui(api_url, public_api_url=public_api_url)
-    app = gr.mount_gradio_app(
+    mounted = gr.mount_gradio_app(
         app,
         blocks,
         path=path,
@@ -46,8 +46,8 @@ def mount_viewer(app: FastAPI, api_url: str, path: str = "/viewer", *, public_ap
         footer_links=[],
         show_error=True,
     )
-    slow_down_queue_polling(blocks)
-    return app
+    slow_down_queue_polling(blocks)  # after mounting: nothing replaces the queue from here on
+    return mounted
 
 
 QUEUE_POLL_S = 0.025
@@ -64,10 +64,12 @@ def slow_down_queue_polling(blocks: gr.Blocks) -> None:
     constraints.txt), left alone if a release renames them.
     """
     queue = getattr(blocks, "_queue", None)
-    if queue is not None and hasattr(queue, "sleep_when_free"):
-        queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_S)
-    if queue is not None and hasattr(queue, "progress_update_sleep_when_free"):
-        queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, PROGRESS_POLL_S)
+    for name, floor in (
+        ("sleep_when_free", QUEUE_POLL_S),
+        ("progress_update_sleep_when_free", PROGRESS_POLL_S),
+    ):
+        if hasattr(queue, name):
+            setattr(queue, name, max(getattr(queue, name), floor))
 
 
 def standalone_app(api_url: str) -> FastAPI:

@@ -158,9 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for round_no in range(1, args.rounds + 1):
                         for spec in round_order(reference, candidate, round_no):
                             result = run_case(
-                                spec, network, case, study.files, study.study_uid, scratch=scratch
+                                spec,
+                                network,
+                                case,
+                                study.files,
+                                study.study_uid,
+                                scratch=scratch,
+                                round_no=round_no,
                             )
-                            result.round = round_no
                             results.append(result)
                             print(
                                 f"  {network.name} {case.name} round {round_no} {spec.name}: "

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 import httpx
 
@@ -386,6 +387,7 @@ def run_case(
     study_uid: str,
     *,
     scratch: Path,
+    round_no: int = 1,
 ) -> CaseResult:
     """Fresh server, send ``case.count`` files over ``case.path``, measure, stop."""
     chosen = list(files[: case.count] if case.count else files)
@@ -417,6 +419,7 @@ def run_case(
         server_cpu_ms=cpu1 - cpu0,
         client_ok=ok,
         note=note,
+        round=round_no,
     )
 
 
@@ -454,12 +457,6 @@ def wait_out_recent_deletes(data_dir: Path) -> None:
         time.sleep(remaining)
 
 
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def format_table(results: Sequence[CaseResult], reference: str, candidate: str) -> str:
     """Per-measurement rows, then the candidate/reference ratios of the medians over rounds.
 
@@ -486,22 +483,24 @@ def format_table(results: Sequence[CaseResult], reference: str, candidate: str) 
         f"{'network':<13} {'case':<16} {reference + ' inst/s':>16} {candidate + ' inst/s':>16} "
         f"{'inst/s ratio':>12} {'per round':>11} {'CPU/inst ratio':>15}"
     )
+    by_server: dict[tuple[str, str, str], dict[int, CaseResult]] = {}
+    for r in results:
+        by_server.setdefault((r.network, r.case, r.server), {})[r.round] = r
     for net, case in dict.fromkeys((r.network, r.case) for r in results):
-        refs = [r for r in results if (r.network, r.case, r.server) == (net, case, reference)]
-        cands = [r for r in results if (r.network, r.case, r.server) == (net, case, candidate)]
+        refs = by_server.get((net, case, reference), {})
+        cands = by_server.get((net, case, candidate), {})
         if not refs or not cands:
             continue
-        ref_rate = median([r.instances_per_s for r in refs])
-        cand_rate = median([r.instances_per_s for r in cands])
-        ref_cpu = median([r.cpu_ms_per_instance for r in refs])
-        cand_cpu = median([r.cpu_ms_per_instance for r in cands])
+        ref_rate = median(r.instances_per_s for r in refs.values())
+        cand_rate = median(r.instances_per_s for r in cands.values())
+        ref_cpu = median(r.cpu_ms_per_instance for r in refs.values())
+        cand_cpu = median(r.cpu_ms_per_instance for r in cands.values())
         if ref_rate <= 0 or ref_cpu <= 0:
             continue
-        by_round = {r.round: r for r in refs}
         per_round = [
-            c.instances_per_s / by_round[c.round].instances_per_s
-            for c in cands
-            if c.round in by_round and by_round[c.round].instances_per_s > 0
+            c.instances_per_s / refs[n].instances_per_s
+            for n, c in cands.items()
+            if n in refs and refs[n].instances_per_s > 0
         ]
         spread = f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else "-"
         lines.append(
