@@ -333,7 +333,11 @@ def finish(session: Session, ctx: IngestContext, record: Callable[..., Any]) -> 
 
 
 def _parse(ctx: IngestContext, staged: StagedBlob) -> ParsedInstance:
-    parsed = parsing.parse_instance(staged.path)
+    return _for_request(ctx, parsing.parse_instance(staged.path))
+
+
+def _for_request(ctx: IngestContext, parsed: ParsedInstance) -> ParsedInstance:
+    """The instance, if it belongs where the request says (STOW-RS to ``/studies/{uid}``)."""
     if ctx.expected_study_uid and parsed.study_instance_uid != ctx.expected_study_uid:
         raise DicomRejected(parsing.DATASET_DOES_NOT_MATCH, "Study Instance UID differs from the URL's")
     return parsed
@@ -426,13 +430,13 @@ def store_parsed(
     ctx: IngestContext,
     staged: Sequence[StagedBlob | tuple[StagedBlob, ParsedInstance]],
 ) -> list[StoreOutcome]:
-    """``store_many`` for callers that may have parsed some instances already (the DIMSE spool)."""
+    """``store_many`` for callers that parsed some instances already (the DIMSE spool, STOW-RS)."""
     outcomes: dict[int, StoreOutcome] = {}
     candidates: list[tuple[int, StagedBlob, ParsedInstance]] = []
     for index, item in enumerate(staged):
         blob, known = item if isinstance(item, tuple) else (item, None)
         try:
-            candidates.append((index, blob, known or _parse(ctx, blob)))
+            candidates.append((index, blob, _for_request(ctx, known) if known else _parse(ctx, blob)))
         except DicomRejected as exc:
             outcomes[index] = _failure(exc)
             blob.discard()

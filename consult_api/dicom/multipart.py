@@ -12,6 +12,8 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from consult_api.dicom import parsing
+from consult_api.dicom.parsing import DicomRejected, ParsedInstance
 from consult_api.errors import HoichanError, PayloadTooLarge
 from consult_api.storage.blobs import BlobStore, BlobWriter, StagedBlob
 
@@ -35,6 +37,8 @@ class ReceivedPart:
     content_type: str
     staged: StagedBlob | None = None
     refusal: str | None = None
+    parsed: ParsedInstance | None = None
+    """The header, read as soon as the part was written; None where it failed (the index reports why)."""
 
 
 @dataclass
@@ -65,11 +69,13 @@ def related_boundary(content_type_header: str, expected_type: str = DICOM_MEDIA_
 
 
 class _Stager:
-    """Writes and hashes the parts' bytes on a thread of its own, in the order they arrive.
+    """Writes, hashes and parses the parts on a thread of its own, in the order they arrive.
 
     Why: hashing and writing a 26 MB request is ~20 ms of C work per request that releases the GIL;
     done here, it runs on the second core while the event loop parses the next chunks, instead of
-    in line with them. A bounded queue keeps memory at a few chunks when the disk is slower.
+    in line with them. Each part's header is read here too, while the next part is still arriving
+    (50 CT headers: 10-25 ms that the client no longer waits for after its last byte). A bounded
+    queue keeps memory at a few chunks when the disk is slower.
     """
 
     QUEUE_CHUNKS = 32
@@ -123,6 +129,8 @@ class _Stager:
         elif action == "finish" and self._writer is not None:
             item.staged = self._writer.finish(durable=False)  # made durable by the caller, all at once
             self._writer = None
+            with contextlib.suppress(DicomRejected):  # parsed again by the index, which says why
+                item.parsed = parsing.parse_instance(item.staged.path)
 
 
 class RelatedReceiver:

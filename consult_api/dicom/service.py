@@ -85,7 +85,13 @@ def stow(
         for part in parts
         if part.staged is None
     ]
-    ingest.store_many(session, store, ctx, [part.staged for part in parts if part.staged is not None])
+    # Parts the receiver could parse while the body arrived go in parsed; the others are parsed now.
+    staged = [
+        part.staged if part.parsed is None else (part.staged, part.parsed)
+        for part in parts
+        if part.staged is not None
+    ]
+    ingest.store_parsed(session, store, ctx, staged)
     ctx.outcomes.extend(refused)
     # Data and renames durable before the index commits: rows never point at lost blobs. One sync of
     # the store's filesystem costs less than a file and a folder fsync per instance.

@@ -30,7 +30,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from io import BytesIO
 from pathlib import Path
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
@@ -415,14 +414,13 @@ class DimseSpool:
         the digest are left to judge. With ``slot``, its bytes are in the ring already and only
         need committing; the caller releases a slot left uncommitted (a refusal or a re-send).
         """
-        stream = BytesIO(data)  # shares the bytes: no copy
         try:
             if early is None:
-                parsed, pixel_data_at = parsing.parse_header(stream, len(data))
+                parsed, pixel_data_at = parsing.header_in(data)
                 stored = self.admission(parsed, request, association)
             else:
                 parsed, pixel_data_at, stored = early.parsed, early.pixel_data_at, early.stored_sha256
-            parsing.check_complete(parsed, stream, len(data), pixel_data_at)
+            parsing.check_complete_in(parsed, data, pixel_data_at)
             if ingest.is_duplicate(stored, ref.sha256, parsed):
                 return SUCCESS, None  # the same bytes are stored already
         except DicomRejected as exc:
@@ -665,7 +663,7 @@ class DimseSpool:
     ) -> Spooled | None:
         """The spooled bytes as a queue item, or None (logged) when they cannot be indexed."""
         try:
-            parsed = parsing.parse_stream(BytesIO(data), len(data))
+            parsed = parsing.parse_buffer(data)
         except DicomRejected as exc:
             log.warning("spooled instance unreadable; not replayed", extra={"detail": exc.message})
             return None
