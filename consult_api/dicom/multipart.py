@@ -91,7 +91,7 @@ class _Stager:
     def open(self) -> None:
         self._jobs.put(("open", None))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._jobs.put(("write", data))
 
     def finish(self, part: ReceivedPart) -> None:
@@ -131,6 +131,7 @@ class _Stager:
             self._writer = None
             with contextlib.suppress(DicomRejected):  # parsed again by the index, which says why
                 item.parsed = parsing.parse_instance(item.staged.path)
+            self.store.prepare(item.staged.ref)
 
 
 class RelatedReceiver:
@@ -186,7 +187,8 @@ class RelatedReceiver:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._state.staging and self._stager is not None:
-            self._stager.write(data[start:end])
+            # A view, not a copy: ``data`` is the fed chunk (or the boundary), immutable bytes.
+            self._stager.write(memoryview(data)[start:end])
 
     def _on_part_end(self) -> None:
         state = self._state

@@ -144,6 +144,8 @@ class BlobStore(Protocol):
 
     def open_writer(self) -> BlobWriter: ...
 
+    def prepare(self, ref: BlobRef) -> None: ...
+
     def sync_all(self) -> None: ...
 
     def exists(self, sha256: str) -> bool: ...
@@ -226,6 +228,15 @@ class LocalBlobStore:
     def open_writer(self) -> BlobWriter:
         """A push-style stager for producers that are not iterables (multipart parsers, sockets)."""
         return BlobWriter(self.tmp_dir)
+
+    def prepare(self, ref: BlobRef) -> None:
+        """Make the blob's folder ahead of its commit, where the caller has time to spare.
+
+        Why: nearly every new blob lands in a new ``ab/cd`` folder, and two ``mkdir`` per blob in a
+        STOW-RS request's commit were ~5 ms of the 50 instances' wait. A folder left empty by a
+        request that then fails is harmless: it is where that digest would go anyway.
+        """
+        self.local_path(ref.sha256).parent.mkdir(parents=True, exist_ok=True)
 
     def commit(self, staged: StagedBlob, *, sync_dir: bool = True) -> BlobRef:
         """Rename into place; with ``sync_dir=False`` the caller must ``sync_all`` before relying on it."""
