@@ -68,6 +68,9 @@ def related_boundary(content_type_header: str, expected_type: str = DICOM_MEDIA_
     return boundary.strip(b'"')
 
 
+STAGERS = 2
+
+
 class _Stager:
     """Writes, hashes and parses the parts on a thread of its own, in the order they arrive.
 
@@ -76,6 +79,10 @@ class _Stager:
     in line with them. Each part's header is read here too, while the next part is still arriving
     (50 CT headers: 10-25 ms that the client no longer waits for after its last byte). A bounded
     queue keeps memory at a few chunks when the disk is slower.
+
+    Two of them take turns by part: creating a file and its folder cost ~0.35 ms per instance on
+    this disk, hashing and writing 525 KB another ~0.5 ms, nearly all outside the GIL, so one
+    stager was what the event loop waited on (20 ms of each 50-instance request).
     """
 
     QUEUE_CHUNKS = 32
@@ -145,7 +152,9 @@ class RelatedReceiver:
         self.received = 0
         self._state = _PartState()
         self._finished = False
+        self._stagers: list[_Stager] = []
         self._stager: _Stager | None = None
+        """The current part's: parts alternate between ``STAGERS`` threads, each in arrival order."""
         self._parser = MultipartParser(
             boundary,
             {
@@ -180,8 +189,10 @@ class RelatedReceiver:
         media_type, _ = parse_options_header(self._state.headers.get("content-type", DICOM_MEDIA_TYPE))
         self._state.content_type = media_type.decode()
         if self._state.content_type == DICOM_MEDIA_TYPE:
-            if self._stager is None:
-                self._stager = _Stager(self.store)
+            turn = len(self.parts) % STAGERS
+            if turn == len(self._stagers):
+                self._stagers.append(_Stager(self.store))
+            self._stager = self._stagers[turn]
             self._stager.open()
             self._state.staging = True
 
@@ -232,9 +243,16 @@ class RelatedReceiver:
         return self.parts
 
     def _close_stager(self) -> None:
-        stager, self._stager = self._stager, None
-        if stager is not None:
-            stager.close()
+        """Every stager's writes ended; raises the first error any of them met."""
+        stagers, self._stagers, self._stager = self._stagers, [], None
+        errors: list[Exception] = []
+        for stager in stagers:
+            try:
+                stager.close()
+            except Exception as exc:  # noqa: BLE001 - the others must still end before files go
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
