@@ -153,9 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.network in ("veth", "both"):
                 networks.append(stack.enter_context(VethNetwork(args.mtu)))
             wait_out_recent_deletes(args.data_dir)
+            # Rounds outermost: this machine drifts over a run of minutes (the same server slowed by a
+            # third from the first round to the last), and with cases outermost the whole drift landed
+            # on whichever case ran last. Now every case is measured early, midway and late.
             for network in networks:
-                for case in cases:
-                    for round_no in range(1, args.rounds + 1):
+                for round_no in range(1, args.rounds + 1):
+                    for case in cases:
                         for spec in round_order(reference, candidate, round_no):
                             result = run_case(
                                 spec,
