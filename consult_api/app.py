@@ -31,7 +31,7 @@ from consult_api.errors import HoichanError, TooManyRequests, Unauthenticated
 from consult_api.exports.router import router as exports_router
 from consult_api.facilities.router import router as facilities_router
 from consult_api.findings.router import router as findings_router
-from consult_api.heap import freeze_startup_heap
+from consult_api.heap import freeze_startup_heap, hand_off_quickly
 from consult_api.observability import HttpMetrics, ObservabilityMiddleware, health_router
 from consult_api.opinions.router import router as opinions_router
 from consult_api.sessions.providers import build_provider
@@ -269,8 +269,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.blob_store = LocalBlobStore(settings.blob_dir)
         app.state.media_provider = build_provider(settings)
         app.state.signaling_hub = SignalingHub()
+        if settings.warm_start:
+            # FastAPI builds each included router's route table (a pydantic adapter per parameter)
+            # on the first request that reaches it; building the OpenAPI schema walks every route,
+            # mounted ones included, so that is paid here, before the server takes requests.
+            hand_off_quickly()
+            app.openapi()
         if settings.freeze_heap:
-            freeze_startup_heap()
+            freeze_startup_heap()  # after the warm start: its route tables are long-lived too
         try:
             yield
         finally:

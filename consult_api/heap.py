@@ -1,8 +1,22 @@
-"""Garbage-collector settings for long-running service processes."""
+"""Interpreter settings for long-running service processes: the garbage collector, the GIL."""
 
 from __future__ import annotations
 
 import gc
+import sys
+
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def hand_off_quickly() -> None:
+    """Let a thread woken by another (a queue, a lock) take the GIL within 0.5 ms, not 5 ms.
+
+    Why: ingest is a relay of threads handing work to each other while the sender waits: the event
+    loop to the STOW-RS stagers, the C-STORE receiver to the indexer. With CPython's default 5 ms
+    switch interval the woken thread sat out whatever the other was running; at 0.5 ms, STOW-RS of
+    1,000 CT instances measured 365 against 318 instances/s here (six alternating pairs, each won).
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 def freeze_startup_heap() -> None:

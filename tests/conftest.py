@@ -156,6 +156,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         password_hash_parallelism=TEST_PASSWORD_POLICY.parallelism,
         log_json=True,
         freeze_heap=False,  # every test builds an app: frozen, their reference cycles would pile up
+        warm_start=False,  # nor would a 0.5 s route-table build per test's app be repaid
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 PREAMBLE = 128
 MAGIC = b"DICM"
@@ -33,9 +34,6 @@ ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 MAX_DEPTH = 16
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 # PS3.5 7.1.2: these VRs have two reserved bytes and a 32-bit length; the others a 16-bit length.
 LONG_VRS = frozenset(
@@ -92,9 +90,9 @@ def walk_part10(buffer: Buffer) -> WalkedHeader:
     if raw_syntax is None or not raw_syntax.value:
         raise Unusual("file meta without a Transfer Syntax UID")
     syntax = uid_text(raw_syntax.value)
-    if syntax is None or syntax in (EXPLICIT_VR_BIG_ENDIAN, DEFLATED):
+    if syntax is None or syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         raise Unusual("big endian, deflated or an unreadable transfer syntax")
-    elements, pixel_data_at = walk_dataset(buffer, start, syntax == IMPLICIT_VR_LITTLE_ENDIAN)
+    elements, pixel_data_at = walk_dataset(buffer, start, is_implicit(syntax))
     return WalkedHeader(file_meta, elements, syntax, pixel_data_at)
 
 
@@ -109,6 +107,11 @@ def walk_dataset(buffer: Buffer, start: int, implicit: bool) -> tuple[Elements, 
     elements: Elements = {}
     end = _walk(buffer, start, implicit, elements, stop_at_pixel_data=True)
     return elements, end if end < len(buffer) else None
+
+
+def is_implicit(transfer_syntax_uid: str) -> bool:
+    """Implicit VR little endian; every other syntax the walk takes is explicit VR little endian."""
+    return transfer_syntax_uid == ImplicitVRLittleEndian
 
 
 def dataset_end(buffer: Buffer, start: int, implicit: bool) -> int:

@@ -21,13 +21,12 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
 from consult_api.dicom import element_walk
-from consult_api.dicom.element_walk import Buffer, Incomplete, Unusual
+from consult_api.dicom.element_walk import PIXEL_DATA_TAGS, UNDEFINED_LENGTH, Buffer, Incomplete, Unusual
 
-UNDEFINED_LENGTH = 0xFFFFFFFF
-DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFLATED = str(DeflatedExplicitVRLittleEndian)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # STOW-RS / C-STORE failure reasons (PS3.4 / PS3.18)
@@ -96,7 +95,7 @@ _UID_TAGS = {
 
 def _uid_value(ds: Dataset, keyword: str) -> str:
     """The UID as text, from the undecoded element when it is a plain one (no ``DataElement`` built)."""
-    raw = ds.get_item(_UID_TAGS[keyword], keep_deferred=True) if _UID_TAGS[keyword] in ds else None
+    raw = ds.get_item(_UID_TAGS[keyword], keep_deferred=True)  # None when absent
     if isinstance(raw, RawDataElement):
         text = element_walk.uid_text(raw.value)
         if text is not None:
@@ -178,7 +177,6 @@ def _read_header(stream: BinaryIO) -> Dataset:
         raise DicomRejected(CANNOT_UNDERSTAND, f"cannot parse DICOM header: {type(exc).__name__}") from exc
 
 
-PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and Double Float Pixel Data
 PIXEL_DATA_TAG_BYTES = frozenset(
     struct.pack(order, tag >> 16, tag & 0xFFFF) for tag in PIXEL_DATA_TAGS for order in ("<HH", ">HH")
 )
@@ -246,9 +244,8 @@ def _walked_complete(parsed: ParsedInstance, buffer: Buffer, pixel_data_at: int 
     """True when complete; raises ``DicomRejected`` when truncated; False when pydicom must look."""
     if pixel_data_at is None:
         return True  # walked to the end already: nothing is cut off
-    implicit = parsed.transfer_syntax_uid == element_walk.IMPLICIT_VR_LITTLE_ENDIAN
     try:
-        element_walk.dataset_end(buffer, pixel_data_at, implicit)
+        element_walk.dataset_end(buffer, pixel_data_at, element_walk.is_implicit(parsed.transfer_syntax_uid))
     except Incomplete as exc:
         raise DicomRejected(CANNOT_UNDERSTAND, f"file is truncated: {exc}") from exc
     except Unusual:
@@ -259,8 +256,7 @@ def _walked_complete(parsed: ParsedInstance, buffer: Buffer, pixel_data_at: int 
 def _dataset(elements: element_walk.Elements, transfer_syntax_uid: str) -> Dataset:
     """Walked elements as the ``Dataset`` pydicom's reader would have built (values decoded on use)."""
     ds = Dataset(elements)
-    implicit = transfer_syntax_uid == element_walk.IMPLICIT_VR_LITTLE_ENDIAN
-    ds.set_original_encoding(implicit, True)
+    ds.set_original_encoding(element_walk.is_implicit(transfer_syntax_uid), True)
     return ds
 
 
@@ -303,12 +299,13 @@ def parse_received_prefix(
     transfer syntax. Deflated, big endian and unsupported syntaxes are left to the whole instance
     (which refuses an unsupported syntax with its reason).
     """
-    if transfer_syntax_uid in (DEFLATED, element_walk.EXPLICIT_VR_BIG_ENDIAN):
+    if (
+        transfer_syntax_uid in (DEFLATED, ExplicitVRBigEndian)
+        or transfer_syntax_uid not in SUPPORTED_TRANSFER_SYNTAXES
+    ):
         return None
-    if transfer_syntax_uid not in SUPPORTED_TRANSFER_SYNTAXES:
-        return None
-    implicit = transfer_syntax_uid == element_walk.IMPLICIT_VR_LITTLE_ENDIAN
     try:
+        implicit = element_walk.is_implicit(transfer_syntax_uid)
         elements, pixel_data_at = element_walk.walk_dataset(prefix, dataset_start, implicit)
         if pixel_data_at is None:
             return None
