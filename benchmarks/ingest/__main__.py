@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             print(
                                 f"  {network.name} {case.name} round {round_no} {spec.name}: "
                                 f"{result.instances_per_s:.1f} inst/s, "
-                                f"{result.cpu_ms_per_instance:.2f} CPU-ms/inst, stored {result.stored}",
+                                f"{result.cpu_ms_per_instance:.2f} CPU-ms/inst "
+                                f"({result.system_ms_per_instance:.2f} sys), stored {result.stored}",
                                 flush=True,
                             )
     finally:

@@ -102,6 +102,7 @@ class CaseResult:
     bytes_sent: int
     server_cpu_ms: float
     client_ok: bool
+    server_system_ms: float = 0.0
     note: str = ""
     round: int = 1
 
@@ -117,6 +118,11 @@ class CaseResult:
     def cpu_ms_per_instance(self) -> float:
         return self.server_cpu_ms / self.sent if self.sent else 0.0
 
+    @property
+    def system_ms_per_instance(self) -> float:
+        """The kernel's share (page cache, file system, sockets) of ``cpu_ms_per_instance``."""
+        return self.server_system_ms / self.sent if self.sent else 0.0
+
     def to_dict(self) -> dict[str, object]:
         return {
             "case": self.case,
@@ -128,6 +134,7 @@ class CaseResult:
             "instances_per_s": round(self.instances_per_s, 1),
             "mb_per_s": round(self.mb_per_s, 1),
             "cpu_ms_per_instance": round(self.cpu_ms_per_instance, 2),
+            "system_ms_per_instance": round(self.system_ms_per_instance, 2),
             "client_ok": self.client_ok,
             "note": self.note,
             "round": self.round,
@@ -145,8 +152,28 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw.rpartition(")")[2].split()  # fields from "state" on; comm may contain spaces
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """User and system CPU (ms) of a process tree; the split shows where a slow run's time went."""
+
+    user_ms: float = 0.0
+    system_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.user_ms + self.system_ms
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user_ms - other.user_ms, self.system_ms - other.system_ms)
+
+
 def process_tree_cpu_ms(root: int) -> float:
     """CPU time (user+system, ms) of ``root`` and all its descendants, incl. reaped children."""
+    return process_tree_cpu(root).total_ms
+
+
+def process_tree_cpu(root: int) -> CpuTimes:
+    """User and system CPU of ``root`` and all its descendants, incl. reaped children."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -161,12 +188,13 @@ def process_tree_cpu_ms(root: int) -> float:
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
-    ticks = 0
+    user = system = 0
     for pid in tree:
         fields = _stat_fields(pid)
         if fields:
-            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    return ticks * 1000.0 / CLK_TCK
+            user += int(fields[11]) + int(fields[13])  # utime + cutime
+            system += int(fields[12]) + int(fields[14])  # stime + cstime
+    return CpuTimes(user * 1000.0 / CLK_TCK, system * 1000.0 / CLK_TCK)
 
 
 # --- server lifecycle ------------------------------------------------------------------------
@@ -290,26 +318,27 @@ def _client_env(tcp_nodelay: bool) -> dict[str, str]:
 
 
 def _run_storescu(server: RunningServer, files: Sequence[Path], tcp_nodelay: bool) -> tuple[float, bool, str]:
-    """One association, all files (storescu proposes a context per SOP class it finds)."""
-    with tempfile.TemporaryDirectory(dir=server.workdir.parent) as tmp:
-        # storescu scans a directory: link exactly the files of this case into one.
-        for i, f in enumerate(files):
-            os.symlink(f, Path(tmp) / f"{i:06d}.dcm")
-        argv = [
-            dcmtk_storescu() or "storescu",
-            "-aet",
-            "BENCHSCU",
-            "-aec",
-            server.spec.called_ae,
-            "-nh",
-            "+sd",
-            server.network.host,
-            str(server.spec.dimse_port),
-            tmp,
-        ]
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, env=_client_env(tcp_nodelay), check=False)
-        seconds = time.perf_counter() - t0
+    """One association, all files (storescu proposes a context per SOP class it finds).
+
+    The files go on the command line (1,000 paths are ~70 KB of a 2 MB ``ARG_MAX``), not as links in a
+    scanned folder: creating and deleting 1,000 links per measurement left 1,000 recently freed inodes
+    that every file the next server created was allocated past (journal-less ext4 skips inodes freed
+    in the last 60 s, one look-up each), and the STOW-RS case that follows paid for it.
+    """
+    argv = [
+        dcmtk_storescu() or "storescu",
+        "-aet",
+        "BENCHSCU",
+        "-aec",
+        server.spec.called_ae,
+        "-nh",
+        server.network.host,
+        str(server.spec.dimse_port),
+        *(str(f) for f in files),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, env=_client_env(tcp_nodelay), check=False)
+    seconds = time.perf_counter() - t0
     out = (proc.stdout + proc.stderr).decode(errors="replace")
     failed = [line for line in out.splitlines() if line.startswith(("E:", "F:"))]
     if proc.returncode != 0 and not failed:
@@ -320,10 +349,10 @@ def _run_storescu(server: RunningServer, files: Sequence[Path], tcp_nodelay: boo
 def _run_stow(
     server: RunningServer, files: Sequence[Path], batch: int, tcp_nodelay: bool
 ) -> tuple[float, bool, str]:
-    """STOW-RS in its own process (client CPU stays off the harness), timed by the client."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", dir=server.workdir.parent, delete=False) as fh:
-        fh.write("\n".join(str(f) for f in files))
-        list_path = fh.name
+    """STOW-RS in its own process (client CPU stays off the harness), timed by the client.
+
+    The file list goes on its standard input: no file is created or deleted around a measurement.
+    """
     argv = [
         sys.executable,
         "-m",
@@ -333,14 +362,14 @@ def _run_stow(
         "--batch",
         str(batch),
         "--files-from",
-        list_path,
+        "-",
     ]
     for k, v in server.headers.items():
         argv += ["--header", f"{k}: {v}"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, env=_client_env(tcp_nodelay), check=False)
-    finally:
-        os.unlink(list_path)
+    file_list = "\n".join(str(f) for f in files).encode()
+    proc = subprocess.run(
+        argv, input=file_list, capture_output=True, env=_client_env(tcp_nodelay), check=False
+    )
     try:
         report = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -399,14 +428,14 @@ def run_case(
         _wait_until_idle(server.process.pid)
         os.sync()
         time.sleep(SETTLE_S)
-        cpu0 = process_tree_cpu_ms(server.process.pid)
+        cpu0 = process_tree_cpu(server.process.pid)
         if case.path == "cstore":
             seconds, ok, note = _run_storescu(server, chosen, case.tcp_nodelay)
         elif case.path == "stow":
             seconds, ok, note = _run_stow(server, chosen, case.batch, case.tcp_nodelay)
         else:
             raise ValueError(f"unknown path {case.path!r}")
-        cpu1 = process_tree_cpu_ms(server.process.pid)
+        cpu = process_tree_cpu(server.process.pid) - cpu0
         stored = _qido_count(server, study_uid, len(chosen))
     return CaseResult(
         case=case.name,
@@ -416,7 +445,8 @@ def run_case(
         stored=stored,
         seconds=seconds,
         bytes_sent=nbytes,
-        server_cpu_ms=cpu1 - cpu0,
+        server_cpu_ms=cpu.total_ms,
+        server_system_ms=cpu.system_ms,
         client_ok=ok,
         note=note,
         round=round_no,
@@ -465,14 +495,15 @@ def format_table(results: Sequence[CaseResult], reference: str, candidate: str) 
     """
     head = (
         f"{'network':<13} {'case':<16} {'round':>5} {'server':<14} {'sent':>5} {'stored':>6} {'seconds':>8} "
-        f"{'inst/s':>8} {'MB/s':>7} {'CPU-ms/inst':>11}  note"
+        f"{'inst/s':>8} {'MB/s':>7} {'CPU-ms/inst':>11} {'of it sys':>9}  note"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         stored = "?" if r.stored is None else str(r.stored)
         lines.append(
             f"{r.network:<13} {r.case:<16} {r.round:>5} {r.server:<14} {r.sent:>5} {stored:>6} "
-            f"{r.seconds:>8.2f} {r.instances_per_s:>8.1f} {r.mb_per_s:>7.1f} {r.cpu_ms_per_instance:>11.2f}  "
+            f"{r.seconds:>8.2f} {r.instances_per_s:>8.1f} {r.mb_per_s:>7.1f} {r.cpu_ms_per_instance:>11.2f} "
+            f"{r.system_ms_per_instance:>9.2f}  "
             f"{'' if r.client_ok else 'CLIENT FAILED '}{r.note}"
         )
     lines += [

@@ -73,11 +73,14 @@ def send(url: str, files: Sequence[Path], batch: int, headers: dict[str, str]) -
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--files-from", required=True, type=Path, help="text file, one path per line")
+    parser.add_argument(
+        "--files-from", required=True, help="text file, one path per line ('-': standard input)"
+    )
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable)")
     args = parser.parse_args(argv)
-    files = [Path(p) for p in args.files_from.read_text().splitlines() if p.strip()]
+    listing = sys.stdin.read() if args.files_from == "-" else Path(args.files_from).read_text()
+    files = [Path(p) for p in listing.splitlines() if p.strip()]
     headers = dict(h.split(": ", 1) for h in args.header)
     result = send(args.url, files, args.batch, headers)
     print(json.dumps(result))

@@ -53,6 +53,9 @@ _LONG_LENGTH = struct.Struct("<L")
 _GROUP = struct.Struct("<H")
 
 
+VALUE_PAST_END = "an element's value runs past the end"
+
+
 class Unusual(Exception):
     """Something the fast walk leaves to pydicom."""
 
@@ -122,6 +125,18 @@ def dataset_end(buffer: Buffer, start: int, implicit: bool) -> int:
     return _walk(buffer, start, implicit, None, to_the_end=True)
 
 
+def defined_element_end(buffer: Buffer, position: int, implicit: bool) -> int | None:
+    """Where the element at ``position`` ends, from its header alone; None for an undefined length.
+
+    The value itself is not looked at, so it need not be in ``buffer``: ``parse_instance`` reads a
+    file's header and learns from this where native Pixel Data ends without reading the pixels.
+    """
+    if position + 8 > len(buffer):
+        raise Incomplete("an element header runs past the end")
+    _tag, _vr, length, value_at = _element_header(buffer, position, implicit)
+    return None if length == UNDEFINED_LENGTH else value_at + length
+
+
 def uid_text(value: bytes | None) -> str | None:
     """A single UI value as pydicom reads it (trailing NULs and spaces dropped); None if not plain."""
     if value is None or b"\\" in value or not value.isascii():
@@ -164,7 +179,7 @@ def _walk(
         else:
             value_end = position = value_at + length
             if value_end > size:
-                raise Incomplete("an element's value runs past the end")
+                raise Incomplete(VALUE_PAST_END)
         if into is not None:
             value = buffer[value_at:value_end]  # bytes from bytes and mmap; a copy from the others
             key = BaseTag(tag)
@@ -263,4 +278,4 @@ def _skip_item(buffer: Buffer, position: int, implicit: bool, depth: int) -> int
         else:
             position = value_at + length
             if position > size:
-                raise Incomplete("an element's value runs past the end")
+                raise Incomplete(VALUE_PAST_END)

@@ -40,7 +40,7 @@ def _bundled() -> list[Path]:
 BUNDLED = _bundled()
 
 
-def _outcome(parse: object, data: bytes) -> tuple[str, object]:
+def _outcome(parse: object, data: bytes | Path) -> tuple[str, object]:
     """("ok", parsed) or ("refused", reason) or ("error", exception type) for one parse function."""
     try:
         return "ok", parse(data)  # type: ignore[operator]
@@ -103,13 +103,19 @@ def test_the_header_reads_the_same_as_pydicom_reads_it(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=[p.name for p in BUNDLED])
-def test_whole_and_cut_short_files_get_the_verdict_pydicom_gives(path: Path) -> None:
+def test_whole_and_cut_short_files_get_the_verdict_pydicom_gives(path: Path, tmp_path: Path) -> None:
     data = path.read_bytes()
     for size in sorted({len(data), len(data) - 3, len(data) - 100, len(data) // 2, 600}):
         if size <= 0:
             continue
         cut = data[:size]
         fast, slow = _outcome(parsing.parse_buffer, cut), _outcome(_pydicom_whole, cut)
+        on_disk = tmp_path / f"{size}.dcm"
+        on_disk.write_bytes(cut)
+        from_file = _outcome(parsing.parse_instance, on_disk)
+        assert from_file[0] == fast[0], (size, from_file, fast)  # read from a file as from memory
+        if fast[0] == "refused":
+            assert from_file[1] == fast[1], (size, from_file, fast)
         if slow[0] == "error":
             # pydicom itself fails outright on some cuts; the walk may refuse them precisely instead.
             assert fast[0] in ("refused", "error"), (size, fast, slow)
@@ -204,5 +210,65 @@ def test_a_mapped_file_parses_as_its_bytes_do(tmp_path: Path) -> None:
     assert [getattr(from_file, n) for n in UIDS] == [getattr(from_memory, n) for n in UIDS]
     assert from_file.get("PatientName") == "NGUYEN^VAN A"
     path.write_bytes(data[:-5])
+    with pytest.raises(parsing.DicomRejected):
+        parsing.parse_instance(path)
+
+
+def _ct_with(**extra: object) -> Dataset:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _saved(ds: Dataset, path: Path, trailer: bytes = b"") -> bytes:
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes() + trailer
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("extra", "trailer"),
+    [
+        ({"TextValue": "x" * (parsing.HEAD_BYTES + 1000)}, b""),  # a header longer than the head
+        ({}, b"\xfc\xff\xfc\xff" + b"OB\0\0" + (4).to_bytes(4, "little") + b"\0" * 4),  # trailing padding
+        ({}, b"\0" * 5),  # fewer bytes than an element header after the pixels: padding too
+    ],
+    ids=["long-header", "trailing-padding-element", "short-tail"],
+)
+def test_a_file_read_in_parts_parses_as_pydicom_reads_it(
+    extra: dict[str, object], trailer: bytes, tmp_path: Path
+) -> None:
+    """The header read on its own and the tail after native Pixel Data: the same verdict as all of it."""
+    path = tmp_path / "instance.dcm"
+    data = _saved(_ct_with(**extra), path, trailer)
+    parsed = parsing.parse_instance(path)
+    expected = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    assert parsed.sop_instance_uid == expected.SOPInstanceUID
+    assert _values(parsed.dataset) == _values(expected)
+    for cut in (len(data) - len(trailer) - 1, len(data) - 2):  # inside the pixels or the trailer
+        path.write_bytes(data[:cut])
+        from_file, from_memory = (
+            _outcome(parsing.parse_instance, path),
+            _outcome(parsing.parse_buffer, data[:cut]),
+        )
+        assert from_file[0] == from_memory[0], (cut, from_file, from_memory)
+        if from_file[0] != "ok":
+            assert from_file == from_memory
+
+
+def test_pixel_data_whose_header_the_head_cuts_is_read_whole(tmp_path: Path) -> None:
+    """Pixel Data starting 10 bytes before the head's end: its 12-byte header is not all in the head."""
+    path = tmp_path / "instance.dcm"
+    padding = 1000
+    data = _saved(_ct_with(TextValue="x" * padding), path)
+    pixels_at = element_walk.walk_part10(data).pixel_data_at
+    assert pixels_at is not None
+    padding += parsing.HEAD_BYTES - 10 - pixels_at
+    data = _saved(_ct_with(TextValue="x" * padding), path)
+    assert element_walk.walk_part10(data).pixel_data_at == parsing.HEAD_BYTES - 10
+    assert parsing.parse_instance(path).sop_instance_uid == pydicom.dcmread(path).SOPInstanceUID
+    path.write_bytes(data[:-1])
     with pytest.raises(parsing.DicomRejected):
         parsing.parse_instance(path)
