@@ -95,7 +95,7 @@ def stow(
     ctx.outcomes.extend(refused)
     # Data and renames durable before the index commits: rows never point at lost blobs. One sync of
     # the store's filesystem costs less than a file and a folder fsync per instance.
-    store.sync_all()
+    store.sync_all(written=[part.staged.ref for part in parts if part.staged is not None])
     ingest.finish(session, ctx, audit.record)
     return ctx
 

@@ -576,7 +576,7 @@ class DimseSpool:
                 outcomes = ingest.store_parsed(session, self.store, ctx, items)
                 ingest.finish(session, ctx, audit.record)
             # Blobs and their renames durable before the spool lets go of its copies.
-            self.store.sync_all()
+            self.store.sync_all(written=[item.ref for item in group])
         finally:
             for blob in staged:
                 blob.discard()

@@ -146,7 +146,7 @@ class BlobStore(Protocol):
 
     def prepare(self, ref: BlobRef) -> None: ...
 
-    def sync_all(self) -> None: ...
+    def sync_all(self, written: Iterable[BlobRef] = ()) -> None: ...
 
     def exists(self, sha256: str) -> bool: ...
 
@@ -256,11 +256,19 @@ class LocalBlobStore:
         if sync_dir:
             _fsync_dir(final.parent)
 
-    def sync_all(self) -> None:
+    def sync_all(self, written: Iterable[BlobRef] = ()) -> None:
         """Everything written to the store so far, durable: one ``syncfs`` of its filesystem.
 
         Cheaper than a file and a folder fsync per blob when a batch of hundreds was written, and
         what a writer uses that can redo the batch from its own durable copy if this never returns.
+
+        Then the ``written`` blobs leave the page cache (``drop_cached``): an ingest stream is
+        written once and read, if at all, much later, so its pages are better given back for the
+        next batch to reuse than kept. Why it matters: on a VM whose balloon reports free pages to
+        the host (Firecracker here), a page the guest has not touched lately costs a host fault
+        to get (about 12 us); writing 525 KB instances into ever new pages took 1.5-2.0 ms of
+        system CPU each, into recycled ones 0.3 ms, and ingest fell to half speed once a run had
+        filled a few GB of cache. Clean after the sync, the pages go at once.
         """
         fd = os.open(self.root, os.O_RDONLY)
         try:
@@ -268,6 +276,8 @@ class LocalBlobStore:
                 os.sync()
         finally:
             os.close(fd)
+        for ref in written:
+            drop_cached(self.local_path(ref.sha256))
 
     def open_verified(self, sha256: str) -> Iterator[bytes]:
         """Stream the blob, raising ``BlobCorrupted`` at the end if the bytes do not match."""
@@ -301,6 +311,24 @@ def start_writeback(fd: int) -> None:
     """
     if _LIBC is not None:
         _LIBC.sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+
+
+def drop_cached(path: Path) -> None:
+    """Give a file's clean pages back to the kernel (``POSIX_FADV_DONTNEED``); dirty ones stay.
+
+    Advice, not a requirement: a file already gone (a refused instance) or a filesystem that
+    ignores the advice changes nothing but memory use.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import hashlib
+import mmap
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from consult_api.errors import StorageError
-from consult_api.storage.blobs import BlobCorrupted, BlobNotFound, LocalBlobStore
+from consult_api.storage.blobs import BlobCorrupted, BlobNotFound, BlobRef, LocalBlobStore
 
 
 @pytest.fixture
@@ -59,3 +64,33 @@ def test_failed_stream_leaves_nothing_behind(store: LocalBlobStore) -> None:
         store.put_stream(broken())
     assert info.value.status_code == 507
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache, by ``mincore`` on a private read mapping of it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    vector = (ctypes.c_ubyte * pages)()
+    with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY) as view:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) != 0:
+            pytest.skip(f"mincore: errno {ctypes.get_errno()}")
+        return sum(v & 1 for v in vector)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="page cache advice is Linux's")
+def test_a_synced_batch_leaves_the_page_cache_and_still_reads_back(store: LocalBlobStore) -> None:
+    """``sync_all(written=...)`` drops what it made durable; blobs not named stay cached."""
+    dropped, kept = os.urandom(300_000), os.urandom(300_000)
+    staged = [store.stage([data]) for data in (dropped, kept)]
+    for blob in staged:
+        store.commit(blob, sync_dir=False)
+    dropped_path, kept_path = (store.local_path(blob.ref.sha256) for blob in staged)
+    if _resident_pages(dropped_path) == 0:
+        pytest.skip("this filesystem does not keep written pages cached (tmpfs keeps them as the file)")
+    missing = BlobRef("0" * 64, 1)  # a refused instance: no blob under its name
+    store.sync_all(written=[staged[0].ref, missing])
+    assert _resident_pages(dropped_path) == 0
+    assert _resident_pages(kept_path) > 0
+    assert store.read_bytes(staged[0].ref.sha256) == dropped
