@@ -197,7 +197,10 @@ class DimseListener:
 
     def _route(self, sock: socket.socket) -> bool:
         """Serve the connection here if it asks for a storage-only association; else leave it be."""
-        data = upper_layer.peek_associate_rq(sock, float(self.ae.acse_timeout or 30))
+        try:
+            data = upper_layer.peek_associate_rq(sock, float(self.ae.acse_timeout or 30))
+        except upper_layer.PeerClosed:
+            return True  # nothing was asked: the socket is closed here, pynetdicom never sees it
         if data is None:
             return False
         try:

@@ -125,7 +125,9 @@ def peek_associate_rq(sock: socket.socket, timeout_s: float) -> bytes | None:
     """The first PDU if it is an A-ASSOCIATE-RQ, read with MSG_PEEK so nothing is consumed.
 
     Returns None for anything else (or a peer that stalls): the caller then hands the untouched
-    connection to pynetdicom, which answers it as it always did.
+    connection to pynetdicom, which answers it as it always did. Raises ``PeerClosed`` for a
+    connection closed before its first byte (a load balancer's or a readiness probe's TCP check):
+    handed to pynetdicom, each became an association whose thread polled the closed socket.
     """
     deadline = time.monotonic() + timeout_s
     wanted = PDU_HEADER.size
@@ -136,8 +138,8 @@ def peek_associate_rq(sock: socket.socket, timeout_s: float) -> bytes | None:
                 return None
             sock.settimeout(remaining)
             data = sock.recv(wanted, socket.MSG_PEEK)
-            if not data:
-                return None
+            if not data:  # a peek returns nothing only when nothing came before the close
+                raise PeerClosed
             if len(data) >= PDU_HEADER.size:
                 pdu_type, length = PDU_HEADER.unpack_from(data)
                 if pdu_type != A_ASSOCIATE_RQ_TYPE or length > MAX_ASSOCIATE_RQ:

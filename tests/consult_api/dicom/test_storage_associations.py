@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 
 import pydicom
 import pytest
 from pydicom.filebase import DicomBytesIO
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -339,3 +345,29 @@ def _part10(ds: pydicom.Dataset) -> bytes:
     buffer = DicomBytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def test_a_port_probe_is_closed_without_an_association(
+    listener: DimseListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TCP checks (connect, close) never reach pynetdicom; a query association still does.
+
+    Before, each probe became a pynetdicom association whose thread polled the closed socket (three
+    such threads were seen alive 0.3 s after three probes on a busy machine).
+    """
+    handed_over: list[object] = []
+    serve = ThreadedAssociationServer.process_request_thread
+
+    def counting(server: ThreadedAssociationServer, request: object, client_address: object) -> None:
+        handed_over.append(client_address)
+        serve(server, request, client_address)
+
+    monkeypatch.setattr(ThreadedAssociationServer, "process_request_thread", counting)
+    for _ in range(3):
+        socket.create_connection(("127.0.0.1", listener.port), timeout=5).close()
+    ae = AE(ae_title="MODALITY_D1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="HOICHAN")
+    if assoc.is_established:
+        assoc.release()
+    assert len(handed_over) == 1  # the query's association only (storage-only ones are served by us)
