@@ -80,27 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args(argv)
     results: list[Measurement] = []
-    for round_no in range(args.rounds):
-        order = (False, True) if round_no % 2 == 0 else (True, False)
-        for give_back in order:
-            root = Path(tempfile.mkdtemp(prefix="page-reuse-", dir=args.dir))
-            try:
+    scratch = Path(tempfile.mkdtemp(prefix="page-reuse-", dir=args.dir))
+    try:  # every store is kept to the end: deleting thousands of files taxes the next creates
+        for round_no in range(args.rounds):
+            order = (False, True) if round_no % 2 == 0 else (True, False)
+            for give_back in order:
                 time.sleep(args.pause)
+                store = LocalBlobStore(scratch / f"{round_no}-{int(give_back)}")
                 result = write_batches(
-                    LocalBlobStore(root),
-                    count=args.count,
-                    size=args.size,
-                    batch=args.batch,
-                    give_back=give_back,
+                    store, count=args.count, size=args.size, batch=args.batch, give_back=give_back
                 )
-            finally:
-                shutil.rmtree(root, ignore_errors=True)
-            results.append(result)
-            print(
-                f"round {round_no + 1} {result.mode:<9}: {result.files_per_s:7.0f} files/s, "
-                f"{result.system_ms_per_file:.2f} system CPU-ms/file",
-                flush=True,
-            )
+                results.append(result)
+                print(
+                    f"round {round_no + 1} {result.mode:<9}: {result.files_per_s:7.0f} files/s, "
+                    f"{result.system_ms_per_file:.2f} system CPU-ms/file",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     keep = [r for r in results if r.mode == MODES[0]]
     give = [r for r in results if r.mode == MODES[1]]
     speed = statistics.median(r.files_per_s for r in give) / statistics.median(r.files_per_s for r in keep)
