@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "hoichan-bench-data")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="record each measurement with `perf record -g` (both servers) into this folder",
+    )
     sut = p.add_argument_group("system under test (default: a second Orthanc)")
     sut.add_argument(
         "--hoichan",
@@ -143,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{study.total_bytes / 1e6:.1f} MB, in {study.directory}",
         flush=True,
     )
+    if args.profile_dir is not None:
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
     results: list[CaseResult] = []
     scratch = Path(tempfile.mkdtemp(prefix="hoichan-bench-"))
     try:
@@ -168,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 study.study_uid,
                                 scratch=scratch,
                                 round_no=round_no,
+                                profile_dir=args.profile_dir,
                             )
                             results.append(result)
                             print(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,8 +173,8 @@ def process_tree_cpu_ms(root: int) -> float:
     return process_tree_cpu(root).total_ms
 
 
-def process_tree_cpu(root: int) -> CpuTimes:
-    """User and system CPU of ``root`` and all its descendants, incl. reaped children."""
+def process_tree(root: int) -> set[int]:
+    """``root`` and every live descendant."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -188,13 +189,44 @@ def process_tree_cpu(root: int) -> CpuTimes:
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
+    return tree
+
+
+def process_tree_cpu(root: int) -> CpuTimes:
+    """User and system CPU of ``root`` and all its descendants, incl. reaped children."""
     user = system = 0
-    for pid in tree:
+    for pid in process_tree(root):
         fields = _stat_fields(pid)
         if fields:
             user += int(fields[11]) + int(fields[13])  # utime + cutime
             system += int(fields[12]) + int(fields[14])  # stime + cstime
     return CpuTimes(user * 1000.0 / CLK_TCK, system * 1000.0 / CLK_TCK)
+
+
+@contextmanager
+def kernel_profile(root: int, output: Path | None) -> Iterator[None]:
+    """``perf record`` (software clock, call graphs) of the server's process tree while the body runs.
+
+    Why: a slow round costs twice the system CPU of a fast one for the same work, and only a profile
+    taken in that round shows where the kernel spent it (``perf report -i <file> --sort sym``).
+    ``output=None`` or no ``perf`` on the machine: nothing is recorded.
+    """
+    perf = shutil.which("perf")
+    if output is None or perf is None:
+        yield
+        return
+    pids = ",".join(str(pid) for pid in sorted(process_tree(root)))
+    argv = [perf, "record", "-q", "-e", "cpu-clock", "-F", "499", "-g", "-p", pids, "-o", str(output)]
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the clock starts
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        try:
+            recorder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
 
 
 # --- server lifecycle ------------------------------------------------------------------------
@@ -417,8 +449,13 @@ def run_case(
     *,
     scratch: Path,
     round_no: int = 1,
+    profile_dir: Path | None = None,
 ) -> CaseResult:
-    """Fresh server, send ``case.count`` files over ``case.path``, measure, stop."""
+    """Fresh server, send ``case.count`` files over ``case.path``, measure, stop.
+
+    With ``profile_dir``, the measurement is also recorded by ``perf`` into a file named after the
+    round, the server and the case (see ``kernel_profile``).
+    """
     chosen = list(files[: case.count] if case.count else files)
     nbytes = sum(f.stat().st_size for f in chosen)
     with running_server(spec, network, tcp_nodelay=case.tcp_nodelay, scratch=scratch) as server:
@@ -428,14 +465,19 @@ def run_case(
         _wait_until_idle(server.process.pid)
         os.sync()
         time.sleep(SETTLE_S)
-        cpu0 = process_tree_cpu(server.process.pid)
-        if case.path == "cstore":
-            seconds, ok, note = _run_storescu(server, chosen, case.tcp_nodelay)
-        elif case.path == "stow":
-            seconds, ok, note = _run_stow(server, chosen, case.batch, case.tcp_nodelay)
-        else:
-            raise ValueError(f"unknown path {case.path!r}")
-        cpu = process_tree_cpu(server.process.pid) - cpu0
+        profile = None
+        if profile_dir is not None:
+            slug = f"{network.name}-{case.name}-r{round_no}-{spec.name}".replace(" ", "_").lower()
+            profile = profile_dir / f"{slug}.perf"
+        with kernel_profile(server.process.pid, profile):
+            cpu0 = process_tree_cpu(server.process.pid)
+            if case.path == "cstore":
+                seconds, ok, note = _run_storescu(server, chosen, case.tcp_nodelay)
+            elif case.path == "stow":
+                seconds, ok, note = _run_stow(server, chosen, case.batch, case.tcp_nodelay)
+            else:
+                raise ValueError(f"unknown path {case.path!r}")
+            cpu = process_tree_cpu(server.process.pid) - cpu0
         stored = _qido_count(server, study_uid, len(chosen))
     return CaseResult(
         case=case.name,
