@@ -8,6 +8,7 @@ import errno
 import hashlib
 import mmap
 import os
+import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from consult_api.errors import StorageError
-from consult_api.storage.blobs import BlobCorrupted, BlobNotFound, BlobRef, LocalBlobStore
+from consult_api.storage import blobs
+from consult_api.storage.blobs import (
+    DIRECT_BUFFER_BYTES,
+    BlobCorrupted,
+    BlobNotFound,
+    BlobRef,
+    BlobWriter,
+    DirectBlobWriter,
+    LocalBlobStore,
+)
 
 
 @pytest.fixture
@@ -94,3 +104,95 @@ def test_a_synced_batch_leaves_the_page_cache_and_still_reads_back(store: LocalB
     assert _resident_pages(dropped_path) == 0
     assert _resident_pages(kept_path) > 0
     assert store.read_bytes(staged[0].ref.sha256) == dropped
+
+
+SIZES = [
+    0,
+    1,
+    4095,
+    4096,
+    4097,
+    DIRECT_BUFFER_BYTES - 1,
+    DIRECT_BUFFER_BYTES,
+    DIRECT_BUFFER_BYTES + 1,
+    3_145_851,
+]
+
+
+def _write_in_pieces(writer: BlobWriter, data: bytes, seed: int) -> None:
+    """Uneven pieces, as a multipart parser hands them over (some cross the buffer's end)."""
+    pieces = random.Random(seed)
+    at = 0
+    while at < len(data):
+        step = pieces.choice([1, 7, 4096, 65_536, 300_001])
+        writer.write(memoryview(data)[at : at + step])
+        at += step
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_direct_writer_stores_exactly_the_bytes_it_was_given(store: LocalBlobStore, size: int) -> None:
+    data = os.urandom(size)
+    writer = store.open_writer(direct=True, keep_head=65_536)
+    _write_in_pieces(writer, data, size)
+    staged = writer.finish(durable=False)
+    assert staged.ref == BlobRef(hashlib.sha256(data).hexdigest(), size)
+    assert staged.path.read_bytes() == data  # padding cut off, every block where it belongs
+    assert writer.head == data[:65_536]
+    store.commit(staged)
+    assert store.read_bytes(staged.ref.sha256) == data
+
+
+def test_direct_writes_leave_nothing_in_the_page_cache(store: LocalBlobStore) -> None:
+    writer = store.open_writer(direct=True)
+    if not isinstance(writer, DirectBlobWriter) or not writer.direct:
+        writer.abort()
+        pytest.skip("this filesystem refuses O_DIRECT")
+    writer.write(os.urandom(700_000))
+    staged = writer.finish(durable=True)
+    assert _resident_pages(staged.path) == 0
+
+
+def test_direct_writers_reuse_their_buffers(store: LocalBlobStore) -> None:
+    """Buffers go back to the store's pool on finish and on abort, and come out again."""
+    first = store.open_writer(direct=True)
+    second = store.open_writer(direct=True)
+    assert isinstance(first, DirectBlobWriter) and isinstance(second, DirectBlobWriter)
+    buffers = {id(first._buffer), id(second._buffer)}
+    assert len(buffers) == 2  # two writers at once never share one
+    first.write(b"x" * 10)
+    first.finish()
+    second.abort()
+    assert not second.path.exists()
+    third, fourth = store.open_writer(direct=True), store.open_writer(direct=True)
+    assert isinstance(third, DirectBlobWriter) and isinstance(fourth, DirectBlobWriter)
+    assert {id(third._buffer), id(fourth._buffer)} == buffers
+    third.abort()
+    fourth.abort()
+
+
+def test_a_filesystem_without_o_direct_gets_the_same_bytes(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobs, "_set_direct", lambda fd, on: False)
+    data = os.urandom(DIRECT_BUFFER_BYTES + 5_000)
+    writer = store.open_writer(direct=True)
+    _write_in_pieces(writer, data, 1)
+    staged = writer.finish()
+    assert staged.path.read_bytes() == data
+
+
+def test_a_full_disk_during_a_direct_write_leaves_nothing(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = store.open_writer(direct=True)
+    monkeypatch.setattr(blobs.os, "write", full)
+    with pytest.raises(StorageError) as info:
+        writer.write(b"y" * (DIRECT_BUFFER_BYTES + 1))
+    assert info.value.status_code == 507
+    monkeypatch.undo()
+    assert list(store.tmp_dir.iterdir()) == []
+    again = store.open_writer(direct=True)  # the buffer went back to the pool
+    again.abort()
