@@ -1,15 +1,17 @@
-"""``python -m benchmarks.ingest.page_reuse``: batch ingest writes with and without giving pages back.
+"""``python -m benchmarks.ingest.page_reuse``: batch ingest writes keeping, giving back or skipping the cache.
 
-Writes batches of instance-sized blobs through ``LocalBlobStore`` exactly as the batch doors do
-(stage with early writeback, commit without a folder sync, one ``sync_all`` per batch), once
-keeping the written pages cached (what the store did before) and once naming them to
-``sync_all(written=...)`` so they leave the page cache. Prints files/s and the system CPU per file
-for both, and their ratio, round by round (alternating who goes first).
+Writes batches of instance-sized blobs through ``LocalBlobStore`` as the batch doors do (commit
+without a folder sync, one ``sync_all`` per batch) three ways: ``keep`` (buffered, pages left
+cached: what the store did before), ``give-back`` (buffered, the batch named to
+``sync_all(written=...)``: what the DIMSE indexer does) and ``direct`` (``open_writer(direct=True)``:
+what STOW-RS does). Prints files/s and system CPU per file, round by round (the order rotating),
+and each mode's median against ``keep``.
 
 Why it exists: on a VM whose balloon reports free pages to the host (``virtio_balloon`` with
 free page reporting, as on this machine), a page the guest has not used lately costs a host fault
-to get. Ingest that keeps its pages cached takes new ones for every instance; ingest that gives
-them back reuses the same few batches' worth. On bare metal the two should read about the same.
+to get. Buffered writes take page-cache pages for every instance; given back, they are reused only
+if the next batch comes before the balloon reports them; direct writes take none. On bare metal the
+three should differ far less.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from consult_api.storage.blobs import BlobRef, LocalBlobStore
 
-MODES = ("keep", "give-back")
+MODES = ("keep", "give-back", "direct")
 
 
 @dataclass(frozen=True)
@@ -42,24 +44,21 @@ def _system_s() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
-def write_batches(
-    store: LocalBlobStore, *, count: int, size: int, batch: int, give_back: bool
-) -> Measurement:
+def write_batches(store: LocalBlobStore, *, mode: str, count: int, size: int, batch: int) -> Measurement:
     """``count`` distinct blobs of ``size`` bytes in batches of ``batch``; timed and CPU-counted."""
     payload = bytearray(os.urandom(size))
     sys0, t0 = _system_s(), time.perf_counter()
     written: list[BlobRef] = []
     for i in range(count):
         payload[:8] = i.to_bytes(8, "little")  # distinct bytes: distinct blobs
-        writer = store.open_writer()
+        writer = store.open_writer(direct=mode == "direct")
         writer.write(payload)
         staged = writer.finish(durable=False)
         written.append(store.commit(staged, sync_dir=False))
         if len(written) == batch or i == count - 1:
-            store.sync_all(written=written if give_back else ())
+            store.sync_all(written=written if mode == "give-back" else ())
             written = []
     seconds, system = time.perf_counter() - t0, _system_s() - sys0
-    mode = MODES[1] if give_back else MODES[0]
     return Measurement(mode, count / seconds, 1000 * system / count)
 
 
@@ -83,13 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="page-reuse-", dir=args.dir))
     try:  # every store is kept to the end: deleting thousands of files taxes the next creates
         for round_no in range(args.rounds):
-            order = (False, True) if round_no % 2 == 0 else (True, False)
-            for give_back in order:
+            for mode in MODES[round_no % 3 :] + MODES[: round_no % 3]:
                 time.sleep(args.pause)
-                store = LocalBlobStore(scratch / f"{round_no}-{int(give_back)}")
-                result = write_batches(
-                    store, count=args.count, size=args.size, batch=args.batch, give_back=give_back
-                )
+                store = LocalBlobStore(scratch / f"{round_no}-{mode}")
+                result = write_batches(store, mode=mode, count=args.count, size=args.size, batch=args.batch)
                 results.append(result)
                 print(
                     f"round {round_no + 1} {result.mode:<9}: {result.files_per_s:7.0f} files/s, "
@@ -98,13 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    keep = [r for r in results if r.mode == MODES[0]]
-    give = [r for r in results if r.mode == MODES[1]]
-    speed = statistics.median(r.files_per_s for r in give) / statistics.median(r.files_per_s for r in keep)
-    system = statistics.median(r.system_ms_per_file for r in give) / statistics.median(
-        r.system_ms_per_file for r in keep
-    )
-    print(f"median ratio give-back / keep: {speed:.2f}x files/s, {system:.2f}x system CPU per file")
+    medians = {
+        mode: (
+            statistics.median(r.files_per_s for r in results if r.mode == mode),
+            statistics.median(r.system_ms_per_file for r in results if r.mode == mode),
+        )
+        for mode in MODES
+    }
+    keep_speed, keep_system = medians["keep"]
+    for mode in MODES[1:]:
+        speed, system = medians[mode]
+        print(
+            f"median ratio {mode} / keep: {speed / keep_speed:.2f}x files/s, "
+            f"{system / keep_system:.2f}x system CPU per file"
+        )
     return 0
 
 
