@@ -406,13 +406,10 @@ class LocalBlobStore:
         Cheaper than a file and a folder fsync per blob when a batch of hundreds was written, and
         what a writer uses that can redo the batch from its own durable copy if this never returns.
 
-        Then the ``written`` blobs leave the page cache (``drop_cached``): an ingest stream is
-        written once and read, if at all, much later, so its pages are better given back for the
-        next batch to reuse than kept. Why it matters: on a VM whose balloon reports free pages to
-        the host (Firecracker here), a page the guest has not touched lately costs a host fault
-        to get (about 12 us); writing 525 KB instances into ever new pages took 1.5-2.0 ms of
-        system CPU each, into recycled ones 0.3 ms, and ingest fell to half speed once a run had
-        filled a few GB of cache. Clean after the sync, the pages go at once.
+        Then the ``written`` blobs, clean after the sync, leave the page cache (``drop_cached``):
+        for buffered ingest copies (the DIMSE indexer's) that are read, if at all, much later. Given
+        back, their pages can serve the next batch instead of new ones, which cost a host fault on
+        this VM (see ``DirectBlobWriter``, what STOW-RS uses instead).
         """
         fd = os.open(self.root, os.O_RDONLY)
         try:
