@@ -46,7 +46,7 @@ from consult_api.dicom.parsing import DicomRejected, ParsedInstance
 from consult_api.dicom.upper_layer import SUCCESS, StoreRequest
 from consult_api.errors import StorageError
 from consult_api.storage.blobs import BlobRef, BlobStore, BlobWriter, StagedBlob
-from consult_api.storage.ring import DurableRing, RingEntry, RingFull, RingSlot, RingUnavailable
+from consult_api.storage.ring import DurableRing, RingEntry, RingFull, RingSlot, RingUnavailable, checksum
 
 log = logging.getLogger("consult_api.dimse")
 
@@ -95,9 +95,13 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Spooled:
-    """An acknowledged instance: a ring record or (too large for the ring) a spool file."""
+    """An acknowledged instance: a ring record or (too large for the ring) a spool file.
 
-    ref: BlobRef
+    ``ref`` is None for a record received live: its sha256 is computed by the indexer, off the
+    path the sender waits on (the ring checks the record with a CRC-32C).
+    """
+
+    ref: BlobRef | None
     parsed: ParsedInstance
     sender: Sender
     ticket: Ticket | None = None
@@ -109,8 +113,12 @@ class Spooled:
 @dataclass
 class _Backlog:
     queue: deque[Spooled] = field(default_factory=deque)
-    pending: dict[str, str] = field(default_factory=dict)
-    """SOP Instance UID -> sha256 of what is acknowledged but not yet indexed."""
+    pending: dict[str, Spooled] = field(default_factory=dict)
+    """SOP Instance UID -> what is acknowledged under it but not yet indexed."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def file_meta(request: StoreRequest) -> bytes:
@@ -227,7 +235,7 @@ class SpoolReceiver:
         self.chunks = [meta]
         """The instance so far, one ``bytes`` per fragment: joined once, not regrown per fragment."""
         self.size = self.dataset_start = len(meta)
-        self.digest = hashlib.sha256(meta)
+        self.crc32c = checksum(meta)
         self.writer: BlobWriter | None = None
         self.early: EarlyHeader | None = None
         self.refused: DicomRejected | None = None
@@ -254,7 +262,7 @@ class SpoolReceiver:
             chunk = bytes(data)  # its own copy: the association reuses its read buffer
             self.chunks.append(chunk)
             self.size += len(chunk)
-            self.digest.update(chunk)
+            self.crc32c = checksum(chunk, self.crc32c)
             if self.size >= self._look_at:
                 self._look_early()
         else:
@@ -309,9 +317,8 @@ class SpoolReceiver:
             if self.writer is not None:
                 return self.spool.admit_file(seal(self.writer), self.association, self.request)
             self.association.expected_size = self.size + self.size // 8
-            ref = BlobRef(self.digest.hexdigest(), self.size)
             return self.spool.admit_buffer(
-                self.data, ref, self.association, self.request, self.early, self.slot
+                self.data, self.crc32c, self.association, self.request, self.early, self.slot
             )
         except StorageError as exc:
             return parsing.OUT_OF_RESOURCES, str(exc)[:64]
@@ -402,7 +409,7 @@ class DimseSpool:
     def admit_buffer(
         self,
         data: bytes,
-        ref: BlobRef,
+        crc32c: int,
         association: SenderAssociation,
         request: StoreRequest,
         early: EarlyHeader | None = None,
@@ -410,7 +417,9 @@ class DimseSpool:
     ) -> tuple[int, str | None]:
         """Check an instance received in memory, make it durable in the ring, queue it.
 
-        With ``early``, its header was parsed and checked while it arrived: only completeness and
+        ``crc32c`` is the ring's ``checksum`` of ``data``. Its sha256 is computed here only for a
+        UID stored already (same bytes or not decides the answer); otherwise by the indexer. With
+        ``early``, its header was parsed and checked while it arrived: only completeness and
         the digest are left to judge. With ``slot``, its bytes are in the ring already and only
         need committing; the caller releases a slot left uncommitted (a refusal or a re-send).
         """
@@ -421,27 +430,34 @@ class DimseSpool:
             else:
                 parsed, pixel_data_at, stored = early.parsed, early.pixel_data_at, early.stored_sha256
             parsing.check_complete_in(parsed, data, pixel_data_at)
-            if ingest.is_duplicate(stored, ref.sha256, parsed):
+            if stored is not None and ingest.is_duplicate(stored, _sha256(data), parsed):
                 return SUCCESS, None  # the same bytes are stored already
         except DicomRejected as exc:
             return answer(exc)
-        entry, path = self._make_durable(data, ref, association.sender.ae_title, slot)
-        return self._enqueue(
-            Spooled(ref, parsed, association.sender, association.ticket, entry=entry, path=path)
-        )
+        item = self._make_durable(data, crc32c, parsed, association, slot)
+        return self._enqueue(item)
 
     def _make_durable(
-        self, data: bytes, ref: BlobRef, ae_title: str, slot: RingSlot | None
-    ) -> tuple[RingEntry | None, Path | None]:
+        self,
+        data: bytes,
+        crc32c: int,
+        parsed: ParsedInstance,
+        association: SenderAssociation,
+        slot: RingSlot | None,
+    ) -> Spooled:
         """The slot committed, a ring record, or a fsynced spool file while the ring has no room."""
+        sender = association.sender
         try:
             if slot is not None:
-                return slot.commit(len(data), ref.sha256, ae_title), None
-            return self.ring.append(data, ref.sha256, ae_title), None
+                entry = slot.commit(len(data), crc32c, sender.ae_title)
+            else:
+                entry = self.ring.append(data, sender.ae_title)
+            return Spooled(None, parsed, sender, association.ticket, entry=entry)
         except RingFull:
             writer = self.spool_file()
             writer.write(data)
-            return None, seal(writer).path
+            staged = seal(writer)
+            return Spooled(staged.ref, parsed, sender, association.ticket, path=staged.path)
         except OSError as exc:
             raise StorageError(f"spool write failed: {exc.strerror}") from exc
 
@@ -489,18 +505,28 @@ class DimseSpool:
         with self._cv:
             pending = self._backlog.pending.get(uid)
             if pending is None:
-                self._backlog.pending[uid] = item.ref.sha256
+                self._backlog.pending[uid] = item
                 self._backlog.queue.append(item)
                 if item.ticket is not None:
                     item.ticket.add()
                 self._cv.notify()
                 return SUCCESS, None
-        self._forget(item)
-        try:
-            ingest.is_duplicate(pending, item.ref.sha256, item.parsed)  # sent twice in quick succession
+            # Under the lock: a pending record is released only after it has left ``pending``.
+            pending_sha256 = self._content_address(pending)
+        try:  # sent twice in quick succession
+            ingest.is_duplicate(pending_sha256, self._content_address(item), item.parsed)
         except DicomRejected as exc:
             return answer(exc)
+        finally:
+            self._forget(item)
         return SUCCESS, None
+
+    def _content_address(self, item: Spooled) -> str:
+        """The content address of a queued item, from its ring record when not known yet."""
+        if item.ref is not None:
+            return item.ref.sha256
+        assert item.entry is not None
+        return _sha256(self.ring.read(item.entry))
 
     def _forget(self, item: Spooled) -> None:
         """An item that is not queued after all: its spool file or ring record is not needed."""
@@ -567,16 +593,16 @@ class DimseSpool:
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
-    def _index(self, group: list[Spooled]) -> None:
-        staged = [self._stage(item) for item in group]
+    def _index(self, batch: list[Spooled]) -> None:
+        group: list[Spooled] = []
+        staged: list[StagedBlob] = []
         try:
-            with transaction(self.session_factory) as session:
-                ctx = IngestContext(principal=group[0].sender.principal, via="dimse", defer_dir_sync=True)
-                items = [(blob, item.parsed) for blob, item in zip(staged, group, strict=True)]
-                outcomes = ingest.store_parsed(session, self.store, ctx, items)
-                ingest.finish(session, ctx, audit.record)
-            # Blobs and their renames durable before the spool lets go of its copies.
-            self.store.sync_all(written=[item.ref for item in group])
+            for item in batch:
+                blob = self._stage(item)
+                if blob is not None:
+                    group.append(item)
+                    staged.append(blob)
+            outcomes = self._commit(group, staged) if group else []
         finally:
             for blob in staged:
                 blob.discard()
@@ -586,47 +612,64 @@ class DimseSpool:
             if item.path is not None:
                 item.path.unlink(missing_ok=True)  # ring records: released by the caller
         with self._cv:
-            for item in group:
+            for item in batch:
                 self._backlog.pending.pop(item.parsed.sop_instance_uid, None)
-        for item in group:
+        for item in batch:
             if item.ticket is not None:
                 item.ticket.done()
 
-    def _stage(self, item: Spooled) -> StagedBlob:
+    def _commit(self, group: list[Spooled], staged: list[StagedBlob]) -> list[ingest.StoreOutcome]:
+        with transaction(self.session_factory) as session:
+            ctx = IngestContext(principal=group[0].sender.principal, via="dimse", defer_dir_sync=True)
+            items = [(blob, item.parsed) for blob, item in zip(staged, group, strict=True)]
+            outcomes = ingest.store_parsed(session, self.store, ctx, items)
+            ingest.finish(session, ctx, audit.record)
+        # Blobs and their renames durable before the spool lets go of its copies.
+        self.store.sync_all(written=[blob.ref for blob in staged])
+        return outcomes
+
+    def _stage(self, item: Spooled) -> StagedBlob | None:
         """A second name (spool file) or a copy (ring record) in the store, which the commit renames.
 
+        A ring record is read back, checked against its CRC and written through a ``BlobWriter``,
+        which computes its content address on the way. One that no longer matches its CRC (the
+        disk changed it under us) is quarantined, not stored under the wrong bytes' name: None.
         Replayed items are published at once: after a power loss their blob may be gone while their
         index row (a duplicate now) survived, and the index would not publish a duplicate again.
         """
         if item.path is not None:
+            assert item.ref is not None
             link = item.path.with_suffix(LINK)
             link.unlink(missing_ok=True)
             os.link(item.path, link)  # same filesystem: no bytes copied
             staged = StagedBlob(link, item.ref)
         else:
             assert item.entry is not None
+            data = self.ring.read(item.entry)
+            if not item.entry.matches(data):
+                self._quarantine(item, None, "spool ring record damaged before indexing")
+                return None
             writer = self.store.open_writer()
-            try:
-                self.ring.copy_to(item.entry, writer.fileno())
-            except BaseException:
-                writer.abort()
-                raise
-            staged = writer.finish_copied(item.ref)
+            writer.write(data)
+            staged = writer.finish(durable=False)
         if item.replayed:
             self.store.commit(staged, sync_dir=False)
         return staged
 
     def _quarantine(self, item: Spooled, reason: int | None, message: str) -> None:
         """Acknowledged, then refused by the index (a race the admission check could not see)."""
-        target = self.rejected / f"{item.ref.sha256}{SPOOLED}"
+        name = "unreadable"
         with contextlib.suppress(OSError):
             if item.entry is not None:
-                target.write_bytes(self.ring.read(item.entry))
+                data = self.ring.read(item.entry)
+                name = f"{_sha256(data)}{SPOOLED}"
+                (self.rejected / name).write_bytes(data)
             elif item.path is not None:
-                os.replace(item.path, target)
+                name = f"{self._content_address(item)}{SPOOLED}"
+                os.replace(item.path, self.rejected / name)
         log.warning(
             "acknowledged C-STORE refused at indexing; kept for an administrator",
-            extra={"reason": reason, "detail": message, "file": target.name},
+            extra={"reason": reason, "detail": message, "file": name},
         )
 
     # ------------------------------------------------------------------ replay at start

@@ -124,12 +124,6 @@ class BlobWriter:
         """For producers that fill the file inside the kernel (``copy_file_range``) instead of ``write``."""
         return self._file.fileno()
 
-    def finish_copied(self, ref: BlobRef) -> StagedBlob:
-        """Close a file filled through ``fileno`` with bytes whose digest the caller already knows."""
-        start_writeback(self._file.fileno())
-        self._file.close()
-        return StagedBlob(self.path, ref)
-
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()

@@ -7,7 +7,10 @@ before the bytes are safe puts them here first and copies them into their real h
 critical path, where many of them share one filesystem sync.
 
 Records sit at 4 KiB-aligned offsets, each behind a header (sequence number, span to the next
-record, length, sha256, a short tag, committed or not, CRC of the header). Space is placed for a
+record, length, CRC-32C of the data, a short tag, committed or not, CRC of the header). The data's
+check is a CRC-32C, not a sha256: it only has to tell a torn record from a whole one, and at
+0.03 ms per 500 KB (SSE4.2) against sha256's 0.3 ms it keeps hashing off the path a sender waits
+on; the content address is computed later, by whoever copies the record to its home. Space is placed for a
 record before its data is known (``reserve``), so a receiver can write the data into it while it
 arrives; ``commit`` then writes the final header and ``fdatasync``s. ``append`` does all three for
 data in hand.
@@ -33,10 +36,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-MAGIC = b"HOICHAN2"
-HEADER = struct.Struct("<8sQQQ32s16s?7x")  # magic, seq, span, length, sha256, tag, committed
+import google_crc32c
+
+MAGIC = b"HOICHAN3"
+HEADER = struct.Struct("<8sQQQI16s?3x")  # magic, seq, span, length, crc32c of the data, tag, committed
 CRC = struct.Struct("<I")
 HEADER_SIZE = HEADER.size + CRC.size
+# Version 2 (a sha256 of the data where version 3 has its CRC-32C): still read, like version 1.
+MAGIC_V2 = b"HOICHAN2"
+HEADER_V2 = struct.Struct("<8sQQQ32s16s?7x")  # magic, seq, span, length, sha256, tag, committed
+HEADER_V2_SIZE = HEADER_V2.size + CRC.size
 # Version 1 (records written whole, no span or pending state): still read, so that what an older
 # release acknowledged before a crash is replayed after an upgrade.
 MAGIC_V1 = b"HOICHANR"
@@ -54,18 +63,35 @@ class RingFull(Exception):
     """No room until older records are released (or the record is larger than the ring allows)."""
 
 
+def checksum(data: bytes, start: int = 0) -> int:
+    """CRC-32C of ``data``, continuing from ``start`` (a record's check, computed as its data arrives)."""
+    return int(google_crc32c.extend(start, data))
+
+
 @dataclass(frozen=True)
 class RingEntry:
-    """A committed record: ``length`` bytes of data in ``span`` bytes of the ring from ``offset``."""
+    """A committed record: ``length`` bytes of data in ``span`` bytes of the ring from ``offset``.
+
+    Its data's check is ``crc32c``; records of version 1 and 2 carry a ``sha256`` instead.
+    """
 
     seq: int
     offset: int
     span: int
     length: int
-    sha256: str
+    crc32c: int | None
     tag: str
     committed: bool = True
     header_size: int = HEADER_SIZE
+    sha256: str | None = None
+
+    def matches(self, data: bytes) -> bool:
+        """Whether ``data`` is what the record's header says it holds."""
+        if len(data) != self.length:
+            return False
+        if self.sha256 is not None:
+            return hashlib.sha256(data).hexdigest() == self.sha256
+        return checksum(data) == self.crc32c
 
     @property
     def data_offset(self) -> int:
@@ -101,15 +127,26 @@ class RingSlot:
             raise ValueError("write past the slot's capacity")
         self.ring.write_data(self.offset + HEADER_SIZE + position, data)
 
-    def commit(self, length: int, sha256: str, tag: str) -> RingEntry:
-        """The record's final header, then ``fdatasync``: durable when this returns."""
+    def commit(self, length: int, crc32c: int, tag: str) -> RingEntry:
+        """The record's final header, then ``fdatasync``: durable when this returns.
+
+        ``crc32c`` is ``checksum`` of the ``length`` bytes written (recovery compares them).
+        """
         if length > self.capacity:
             raise ValueError("record longer than its slot")
-        entry = RingEntry(self.seq, self.offset, self.span, length, sha256, tag)
+        entry = RingEntry(self.seq, self.offset, self.span, length, crc32c, tag)
         self.ring.write_header(entry)
         self.ring.sync()
         self.committed = True
         return entry
+
+
+def _checked(raw: bytes, layout: struct.Struct) -> bytes | None:
+    """The header's fields if ``raw`` holds all of them and its CRC agrees; else None."""
+    if len(raw) < layout.size + CRC.size:
+        return None
+    head, (crc,) = raw[: layout.size], CRC.unpack(raw[layout.size : layout.size + CRC.size])
+    return head if zlib.crc32(head) == crc else None
 
 
 def _tag_text(raw: bytes) -> str:
@@ -120,16 +157,13 @@ def _aligned(value: int) -> int:
     return (value + ALIGN - 1) // ALIGN * ALIGN
 
 
-NO_DIGEST = "0" * 64
-
-
 def _header(entry: RingEntry) -> bytes:
     head = HEADER.pack(
         MAGIC,
         entry.seq,
         entry.span,
         entry.length,
-        bytes.fromhex(entry.sha256),
+        entry.crc32c or 0,
         entry.tag.encode("ascii", "replace")[:16],
         entry.committed,
     )
@@ -207,10 +241,10 @@ class DurableRing:
 
     # ------------------------------------------------------------------ append / release
 
-    def append(self, data: bytes | bytearray | memoryview, sha256: str, tag: str) -> RingEntry:
+    def append(self, data: bytes, tag: str) -> RingEntry:
         """Write one record and ``fdatasync`` it; raises ``RingFull`` when it does not fit now."""
         slot = self.reserve(len(data))
-        entry = RingEntry(slot.seq, slot.offset, slot.span, len(data), sha256, tag)
+        entry = RingEntry(slot.seq, slot.offset, slot.span, len(data), checksum(data), tag)
         written = os.pwritev(self._fd, [_header(entry), data], slot.offset)
         if written != HEADER_SIZE + len(data):
             raise OSError("short write to the spool ring")
@@ -228,7 +262,7 @@ class DurableRing:
             offset = self._place(span)
             seq = self._next_seq
             # Pending header first, under the lock: any later record's sync carries it to the disk.
-            self.write_header(RingEntry(seq, offset, span, 0, NO_DIGEST, "", committed=False))
+            self.write_header(RingEntry(seq, offset, span, 0, None, "", committed=False))
             self._next_seq += 1
             self._live.append((seq, offset))
             self._head = offset + span
@@ -288,16 +322,6 @@ class DurableRing:
     def read(self, entry: RingEntry) -> bytes:
         return os.pread(self._fd, entry.length, entry.data_offset)
 
-    def copy_to(self, entry: RingEntry, fd: int) -> None:
-        """Copy a record's data into ``fd`` inside the kernel (no Python buffer, GIL released)."""
-        offset, remaining = entry.data_offset, entry.length
-        while remaining > 0:
-            copied = os.copy_file_range(self._fd, fd, remaining, offset)
-            if copied <= 0:
-                raise OSError("copy from the spool ring stopped early")
-            offset += copied
-            remaining -= copied
-
     # ------------------------------------------------------------------ recovery
 
     @property
@@ -321,28 +345,42 @@ class DurableRing:
     def _entry_at(self, offset: int) -> RingEntry | None:
         if offset < 0 or offset + HEADER_SIZE > self.size:
             return None
-        raw = os.pread(self._fd, HEADER_SIZE, offset)
-        if len(raw) < HEADER_SIZE:
-            return None
+        raw = os.pread(self._fd, HEADER_V2_SIZE, offset)
         if raw.startswith(MAGIC_V1):
             return self._entry_v1(offset, raw[:HEADER_V1_SIZE])
-        head, (crc,) = raw[: HEADER.size], CRC.unpack(raw[HEADER.size :])
-        if zlib.crc32(head) != crc:
+        if raw.startswith(MAGIC_V2):
+            return self._entry_v2(offset, raw[:HEADER_V2_SIZE])
+        head = _checked(raw[:HEADER_SIZE], HEADER)
+        if head is None:
             return None
-        magic, seq, span, length, digest, tag, committed = HEADER.unpack(head)
-        if magic != MAGIC or span < HEADER_SIZE + length or offset + span > self.size or span % ALIGN:
+        magic, seq, span, length, crc32c, tag, committed = HEADER.unpack(head)
+        if magic != MAGIC or not self._spans(offset, span, HEADER_SIZE + length):
             return None
-        return RingEntry(seq, offset, span, length, digest.hex(), _tag_text(tag), committed)
+        return RingEntry(seq, offset, span, length, crc32c, _tag_text(tag), committed)
+
+    def _spans(self, offset: int, span: int, needed: int) -> bool:
+        return span >= needed and offset + span <= self.size and span % ALIGN == 0
+
+    def _entry_v2(self, offset: int, raw: bytes) -> RingEntry | None:
+        head = _checked(raw, HEADER_V2)
+        if head is None:
+            return None
+        _magic, seq, span, length, digest, tag, committed = HEADER_V2.unpack(head)
+        if not self._spans(offset, span, HEADER_V2_SIZE + length):
+            return None
+        entry = RingEntry(seq, offset, span, length, None, _tag_text(tag), committed, HEADER_V2_SIZE)
+        return replace(entry, sha256=digest.hex())
 
     def _entry_v1(self, offset: int, raw: bytes) -> RingEntry | None:
-        head, (crc,) = raw[: HEADER_V1.size], CRC.unpack(raw[HEADER_V1.size :])
-        if zlib.crc32(head) != crc:
+        head = _checked(raw, HEADER_V1)
+        if head is None:
             return None
         _magic, seq, length, digest, tag = HEADER_V1.unpack(head)
         span = _aligned(HEADER_V1_SIZE + length)
         if offset + span > self.size:
             return None
-        return RingEntry(seq, offset, span, length, digest.hex(), _tag_text(tag), header_size=HEADER_V1_SIZE)
+        entry = RingEntry(seq, offset, span, length, None, _tag_text(tag), header_size=HEADER_V1_SIZE)
+        return replace(entry, sha256=digest.hex())
 
     def _valid_at(self, offset: int) -> int | None:
         entry = self._entry_at(offset)
@@ -368,7 +406,7 @@ class DurableRing:
 
     def _verified(self, entry: RingEntry) -> RingEntry:
         """The entry, marked uncommitted unless it was committed and its data matches its digest."""
-        if entry.committed and hashlib.sha256(self.read(entry)).hexdigest() == entry.sha256:
+        if entry.committed and entry.matches(self.read(entry)):
             return entry
         return replace(entry, committed=False)
 

@@ -182,6 +182,30 @@ def test_an_indexing_failure_is_retried_and_nothing_is_lost(
     assert listener.spool.store.exists(row.blob_sha256)
 
 
+def test_a_ring_record_changed_before_indexing_is_quarantined_not_stored(
+    listener: DimseListener, session_factory: sessionmaker[Session]
+) -> None:
+    """The indexer names a blob by the bytes it reads back: it checks them against the record's CRC."""
+    listener.spool.linger_s = 30.0  # the record waits in the ring until the association's release
+    ct = pydicom.dcmread(CT_SMALL)
+    assoc = store_association(listener)
+    try:
+        assert assoc.send_c_store(ct).Status == 0x0000
+        ring_path = listener.spool.ring.path
+        at = ring_path.read_bytes().index(str(ct.SOPInstanceUID).encode()) + 4000  # inside the data set
+        with open(ring_path, "r+b") as ring_file:
+            ring_file.seek(at)
+            ring_file.write(bytes([ring_file.read(1)[0] ^ 0xFF]))
+    finally:
+        assoc.release()  # the indexer reads the record back now
+
+    assert instances(session_factory) == []
+    [kept] = list(listener.spool.rejected.iterdir())
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == kept.stem  # the damaged bytes, for an admin
+    assert listener.spool.backlog == 0
+    assert listener.spool.ring.live == 0
+
+
 def test_what_a_crash_left_in_the_spool_is_indexed_at_the_next_start(
     session_factory: sessionmaker[Session], settings: Settings, dicom_nodes: dict[str, DicomNode]
 ) -> None:
@@ -195,7 +219,7 @@ def test_what_a_crash_left_in_the_spool_is_indexed_at_the_next_start(
     record = file_meta(request) + body[ds_start:]
     ring = DurableRing(spool_dir / "ring", 16 << 20)
     ring.open()
-    ring.append(record, hashlib.sha256(record).hexdigest(), "MODALITY_D1")
+    ring.append(record, "MODALITY_D1")
     ring.close()
     # ... an acknowledged one too large for the ring, spooled as a file ...
     mr = pydicom.dcmread(MR_SMALL)

@@ -14,10 +14,14 @@ from consult_api.storage.ring import (
     CRC,
     HEADER_V1,
     HEADER_V1_SIZE,
+    HEADER_V2,
+    HEADER_V2_SIZE,
     MAGIC_V1,
+    MAGIC_V2,
     DurableRing,
     RingFull,
     RingUnavailable,
+    checksum,
 )
 
 
@@ -26,7 +30,7 @@ def record(n: int, size: int = 20_000) -> bytes:
 
 
 def append(ring: DurableRing, data: bytes, tag: str = "MODALITY") -> int:
-    return ring.append(data, hashlib.sha256(data).hexdigest(), tag).seq
+    return ring.append(data, tag).seq
 
 
 def test_unreleased_records_come_back_after_a_reopen(tmp_path: Path) -> None:
@@ -72,7 +76,7 @@ def test_a_torn_last_record_is_not_replayed(tmp_path: Path) -> None:
     ring = DurableRing(tmp_path / "ring", 1 << 20)
     ring.open()
     append(ring, record(1))
-    torn = ring.append(record(2), hashlib.sha256(record(2)).hexdigest(), "X")
+    torn = ring.append(record(2), "X")
     ring.close()
     fd = os.open(tmp_path / "ring", os.O_WRONLY)
     os.pwrite(fd, b"\xff" * 100, torn.data_offset + 5000)  # as if the write never finished
@@ -129,7 +133,7 @@ def test_a_record_streamed_into_its_slot_comes_back_whole(tmp_path: Path) -> Non
     slot = ring.reserve(100_000)
     for start in range(0, len(data), 30_000):
         slot.write(start, data[start : start + 30_000])
-    entry = slot.commit(len(data), hashlib.sha256(data).hexdigest(), "MODALITY")
+    entry = slot.commit(len(data), checksum(data), "MODALITY")
     after = append(ring, record(7))  # placed after the whole slot, not after the shorter data
     ring.close()
 
@@ -148,7 +152,7 @@ def test_a_slot_cannot_take_more_than_it_reserved(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="capacity"):
         slot.write(0, bytes(slot.capacity + 1))
     with pytest.raises(ValueError, match="longer than its slot"):
-        slot.commit(slot.capacity + 1, "0" * 64, "X")
+        slot.commit(slot.capacity + 1, 0, "X")
     ring.close()
 
 
@@ -206,3 +210,39 @@ def test_records_of_the_previous_format_are_replayed_after_an_upgrade(tmp_path: 
     again = DurableRing(tmp_path / "ring", size)
     assert [(e.seq, again.read(e)) for e in again.open()] == [(3, record(3))]
     again.close()
+
+
+def test_records_of_version_2_are_checked_by_their_sha256_and_replayed(tmp_path: Path) -> None:
+    """Version 2 headers carried a sha256 of the data; a release with CRC-32C headers still reads them."""
+    size = 1 << 20
+    whole, torn = record(1), record(2, 30_000)
+    with open(tmp_path / "ring", "wb") as fh:
+        fh.write(bytes(size))
+        offset = 0
+        for seq, data in enumerate([whole, torn], start=1):
+            span = (HEADER_V2_SIZE + len(data) + ALIGN - 1) // ALIGN * ALIGN
+            digest = hashlib.sha256(data).digest()
+            head = HEADER_V2.pack(MAGIC_V2, seq, span, len(data), digest, b"MODALITY", True)
+            fh.seek(offset)
+            fh.write(head + CRC.pack(zlib.crc32(head)) + (data if seq == 1 else data[:-1] + b"!"))
+            offset += span
+    (tmp_path / "ring.checkpoint").write_text("1 0\n")
+
+    ring = DurableRing(tmp_path / "ring", size)
+    found = ring.open()
+    assert [e.seq for e in found] == [1]  # the second's data no longer matches its sha256
+    assert ring.read(found[0]) == whole
+    assert found[0].sha256 == hashlib.sha256(whole).hexdigest()
+    assert append(ring, record(3)) == 3  # version 3 records follow the old ones
+    ring.close()
+
+
+def test_a_record_is_checked_by_the_crc32c_of_its_data(tmp_path: Path) -> None:
+    ring = DurableRing(tmp_path / "ring", 1 << 20)
+    ring.open()
+    entry = ring.append(record(4), "MODALITY")
+    assert entry.crc32c == checksum(record(4)) == checksum(record(4)[100:], checksum(record(4)[:100]))
+    assert entry.matches(record(4))
+    assert not entry.matches(record(4)[:-1] + b"\x00")
+    assert not entry.matches(record(4)[:-1])
+    ring.close()
