@@ -121,6 +121,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _content_address(item: Spooled, unhashed: bytes | None) -> str:
+    """An item's sha256: known (spool files, replays) or computed from its record's bytes."""
+    if item.ref is not None:
+        return item.ref.sha256
+    assert unhashed is not None
+    return _sha256(unhashed)
+
+
 def file_meta(request: StoreRequest) -> bytes:
     """Preamble, 'DICM' and the file meta group for a C-STORE data set (PS3.10 7.1).
 
@@ -511,22 +519,26 @@ class DimseSpool:
                     item.ticket.add()
                 self._cv.notify()
                 return SUCCESS, None
-            # Under the lock: a pending record is released only after it has left ``pending``.
-            pending_sha256 = self._content_address(pending)
+            # Read under the lock (a pending record is released only after it has left ``pending``),
+            # hashed outside it: the receivers and the indexer wait on this lock.
+            pending_bytes = self._unhashed_bytes(pending)
         try:  # sent twice in quick succession
-            ingest.is_duplicate(pending_sha256, self._content_address(item), item.parsed)
+            pending_sha256 = _content_address(pending, pending_bytes)
+            ingest.is_duplicate(
+                pending_sha256, _content_address(item, self._unhashed_bytes(item)), item.parsed
+            )
         except DicomRejected as exc:
             return answer(exc)
         finally:
             self._forget(item)
         return SUCCESS, None
 
-    def _content_address(self, item: Spooled) -> str:
-        """The content address of a queued item, from its ring record when not known yet."""
+    def _unhashed_bytes(self, item: Spooled) -> bytes | None:
+        """A queued ring record's bytes while its sha256 is not known yet (None once it is)."""
         if item.ref is not None:
-            return item.ref.sha256
+            return None
         assert item.entry is not None
-        return _sha256(self.ring.read(item.entry))
+        return self.ring.read(item.entry)
 
     def _forget(self, item: Spooled) -> None:
         """An item that is not queued after all: its spool file or ring record is not needed."""
@@ -665,7 +677,7 @@ class DimseSpool:
                 name = f"{_sha256(data)}{SPOOLED}"
                 (self.rejected / name).write_bytes(data)
             elif item.path is not None:
-                name = f"{self._content_address(item)}{SPOOLED}"
+                name = f"{_content_address(item, None)}{SPOOLED}"
                 os.replace(item.path, self.rejected / name)
         log.warning(
             "acknowledged C-STORE refused at indexing; kept for an administrator",

@@ -120,10 +120,6 @@ class BlobWriter:
             raise _storage_error(exc) from exc
         return StagedBlob(path, BlobRef(self._digest.hexdigest(), self.size))
 
-    def fileno(self) -> int:
-        """For producers that fill the file inside the kernel (``copy_file_range``) instead of ``write``."""
-        return self._file.fileno()
-
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
@@ -246,9 +242,6 @@ class DirectBlobWriter(BlobWriter):
         finally:
             block.release()
         self._fill = 0
-
-    def fileno(self) -> int:
-        raise TypeError("a direct writer is filled through write(), not through its descriptor")
 
 
 def _set_direct(fd: int, on: bool) -> bool:
