@@ -3,7 +3,10 @@ the app with its real lifespan, and a small referral network to act in."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
+import mmap
 import os
 import shutil
 import socket
@@ -295,3 +298,16 @@ def move(
     assert response.status_code == 200, response.text
     result: dict[str, object] = response.json()
     return result
+
+
+def resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache, by ``mincore`` on a private read mapping of it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    vector = (ctypes.c_ubyte * pages)()
+    with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY) as view:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) != 0:
+            pytest.skip(f"mincore: errno {ctypes.get_errno()}")
+        return sum(v & 1 for v in vector)

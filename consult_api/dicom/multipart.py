@@ -80,10 +80,11 @@ class _Stager:
     (50 CT headers: 10-25 ms that the client no longer waits for after its last byte). A bounded
     queue keeps memory at a few chunks when the disk is slower.
 
-    Parts are written past the page cache (``open_writer(direct=True)``) and their header parsed
-    from the writer's in-memory head: buffered, each instance took new page-cache pages, which on
-    this VM cost a host fault each once the cache had been emptied (STOW-RS system CPU 0.9-2.2 ms
-    per instance by round; direct, 0.5-0.8).
+    Parts are written through the page cache and their header parsed from the writer's in-memory
+    head; the request gives the pages back after its sync (``sync_all(written=...)``), so the next
+    request writes into them instead of new ones, which on this VM cost a host fault each. Written
+    past the page cache (``O_DIRECT``) instead, each stager waited for the disk per part (a median
+    377 against 397 instances/s, eleven alternating pairs of 1,000 CT; see ``sync_all``).
 
     Two of them take turns by part: creating a file and its folder cost ~0.35 ms per instance on
     this disk, hashing and writing 525 KB another ~0.5 ms, nearly all outside the GIL, so one
@@ -135,13 +136,13 @@ class _Stager:
 
     def _do(self, action: str, item: Any) -> None:
         if action == "open":
-            self._writer = self.store.open_writer(direct=True, keep_head=parsing.HEAD_BYTES)
+            self._writer = self.store.open_writer(keep_head=parsing.HEAD_BYTES)
         elif action == "write" and self._writer is not None:
             self._writer.write(item)
         elif action == "finish" and self._writer is not None:
             writer, self._writer = self._writer, None
             item.staged = writer.finish(durable=False)  # made durable by the caller, all at once
-            head = writer.head  # the file was written past the page cache: parse from memory
+            head = writer.head  # parsed from memory: no read of the file back
             with contextlib.suppress(DicomRejected):  # parsed again by the index, which says why
                 item.parsed = parsing.parse_instance(item.staged.path, head=head)
             self.store.prepare(item.staged.ref)

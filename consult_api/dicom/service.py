@@ -94,9 +94,9 @@ def stow(
     ingest.store_parsed(session, store, ctx, staged)
     ctx.outcomes.extend(refused)
     # Data and renames durable before the index commits: rows never point at lost blobs. One sync of
-    # the store's filesystem costs less than a file and a folder fsync per instance. Nothing to drop
-    # from the page cache afterwards: the stagers wrote the parts past it (O_DIRECT).
-    store.sync_all()
+    # the store's filesystem costs less than a file and a folder fsync per instance; then the parts'
+    # pages leave the page cache, for the next request to write into (see ``sync_all``).
+    store.sync_all(written=[part.staged.ref for part in parts if part.staged is not None])
     ingest.finish(session, ctx, audit.record)
     return ctx
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import hashlib
-import mmap
 import os
 import re
 import sys
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +62,15 @@ class StagedBlob:
 class BlobWriter:
     """Receives bytes into a temp file in the store's temp area, hashing them on the way."""
 
-    def __init__(self, tmp_dir: Path, *, suffix: str = "") -> None:
+    def __init__(self, tmp_dir: Path, *, suffix: str = "", keep_head: int = 0) -> None:
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-", suffix=suffix)
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self.size = 0
+        self._keep_head = keep_head
         self.head = b""
-        """The first bytes, kept in memory by writers asked to (``keep_head``); empty otherwise."""
+        """The first ``keep_head`` bytes, kept in memory: a header parsed without reading the file."""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -81,6 +79,8 @@ class BlobWriter:
             self.abort()
             raise _storage_error(exc) from exc
         self._digest.update(data)
+        if self.size < self._keep_head:
+            self.head += bytes(memoryview(data)[: self._keep_head - self.size])
         self.size += len(data)
 
     def finish(self, *, durable: bool = True) -> StagedBlob:
@@ -126,135 +126,6 @@ class BlobWriter:
         self.path.unlink(missing_ok=True)
 
 
-DIRECT_ALIGN = 4096
-"""O_DIRECT wants buffer addresses, file offsets and lengths in multiples of the logical block size;
-4 KiB covers 512-byte and 4 KiB devices alike."""
-DIRECT_BUFFER_BYTES = 1 << 20
-
-
-class DirectBuffers:
-    """Page-aligned buffers for ``DirectBlobWriter``, kept and handed out again, never unmapped.
-
-    Kept because a buffer's pages, once touched, stay the guest's: a new mapping per request would
-    take new pages from the host, which is what direct writes are there to avoid.
-    """
-
-    def __init__(self, size: int = DIRECT_BUFFER_BYTES) -> None:
-        self.size = size
-        self._free: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def acquire(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return mmap.mmap(-1, self.size)
-
-    def release(self, buffer: mmap.mmap) -> None:
-        with self._lock:
-            self._free.append(buffer)
-
-
-class DirectBlobWriter(BlobWriter):
-    """A ``BlobWriter`` whose bytes go to the disk from a reused buffer, past the page cache.
-
-    Why: on a VM whose balloon reports free pages to the host (Firecracker here), a page the guest
-    has not used lately costs a host fault to get. Buffered writes put every instance into page
-    cache pages; once the cache had been emptied and the pages reported, copying into new ones took
-    a fifth of a slow STOW-RS round's CPU (``copy_folio_from_iter_atomic``: 19% of the server's
-    samples against 2% in a fast round). Direct writes only ever touch a buffer from the store's
-    ``DirectBuffers``, taken for the writer's life and given back when it finishes or aborts.
-
-    The bytes are gathered in the buffer and written in whole aligned blocks; the last block is
-    zero-padded and the file cut back to its size. The first ``keep_head`` bytes stay readable as
-    ``head`` after ``finish``, so a caller can parse a header without reading the file back (it is
-    not in the page cache). Where the filesystem refuses O_DIRECT (tmpfs), the same blocks are
-    written through the page cache.
-    """
-
-    def __init__(self, tmp_dir: Path, buffers: DirectBuffers, *, keep_head: int = 0) -> None:
-        super().__init__(tmp_dir)
-        self._buffers = buffers
-        self._buffer = buffers.acquire()
-        self._holds_buffer = True
-        self._fill = 0
-        self._keep_head = min(keep_head, len(self._buffer))
-        self.direct = _set_direct(self._file.fileno(), True)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        self._digest.update(view)
-        self.size += len(view)
-        space = len(self._buffer)
-        while view:
-            take = min(len(view), space - self._fill)
-            self._buffer[self._fill : self._fill + take] = view[:take]
-            self._fill += take
-            view = view[take:]
-            if self._fill == space:
-                self._write_block()
-
-    def finish(self, *, durable: bool = True) -> StagedBlob:
-        """Write what the buffer holds and cut the padding off; ``durable`` as ``BlobWriter.finish``."""
-        try:
-            if self._fill or self.size == 0:
-                self._write_block()
-            fd = self._file.fileno()
-            os.ftruncate(fd, self.size)
-            if durable:
-                os.fsync(fd)
-            self._file.close()
-        except OSError as exc:
-            self.abort()
-            raise _storage_error(exc) from exc
-        self._give_back()
-        return StagedBlob(self.path, BlobRef(self._digest.hexdigest(), self.size))
-
-    def abort(self) -> None:
-        super().abort()
-        self._give_back()
-
-    def _give_back(self) -> None:
-        """The buffer goes back to the pool once; this writer must not touch it afterwards."""
-        if self._holds_buffer:
-            self._holds_buffer = False
-            self._buffers.release(self._buffer)
-
-    def _write_block(self) -> None:
-        if not self.head and self._keep_head:
-            self.head = self._buffer[: min(self._keep_head, self._fill)]  # a copy: the buffer is reused
-        padded = -(-self._fill // DIRECT_ALIGN) * DIRECT_ALIGN
-        self._buffer[self._fill : padded] = bytes(padded - self._fill)
-        block = memoryview(self._buffer)[:padded]
-        try:
-            try:
-                written = os.write(self._file.fileno(), block)
-            except OSError as exc:
-                if not (self.direct and exc.errno == errno.EINVAL):
-                    raise
-                self.direct = _set_direct(self._file.fileno(), False)  # refused after all: buffered
-                written = os.write(self._file.fileno(), block)
-            if written != padded:
-                raise OSError(errno.EIO, f"short write ({written} of {padded} bytes)")
-        except OSError as exc:
-            self.abort()
-            raise _storage_error(exc) from exc
-        finally:
-            block.release()
-        self._fill = 0
-
-
-def _set_direct(fd: int, on: bool) -> bool:
-    """Turn O_DIRECT on or off for ``fd``; False where the filesystem does not take it."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    wanted = flags | os.O_DIRECT if on else flags & ~os.O_DIRECT
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, wanted)
-    except OSError:
-        return False
-    return on
-
-
 class BlobStore(Protocol):
     """What every backend offers (local disk now; an S3-compatible store fits the same calls)."""
 
@@ -266,7 +137,7 @@ class BlobStore(Protocol):
 
     def commit(self, staged: StagedBlob, *, sync_dir: bool = True) -> BlobRef: ...
 
-    def open_writer(self, *, direct: bool = False, keep_head: int = 0) -> BlobWriter: ...
+    def open_writer(self, *, keep_head: int = 0) -> BlobWriter: ...
 
     def prepare(self, ref: BlobRef) -> None: ...
 
@@ -299,7 +170,6 @@ class LocalBlobStore:
         self.root = root
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.direct_buffers = DirectBuffers()
 
     def local_path(self, sha256: str) -> Path:
         digest = check_digest(sha256)
@@ -350,15 +220,12 @@ class LocalBlobStore:
             writer.abort()
             raise
 
-    def open_writer(self, *, direct: bool = False, keep_head: int = 0) -> BlobWriter:
+    def open_writer(self, *, keep_head: int = 0) -> BlobWriter:
         """A push-style stager for producers that are not iterables (multipart parsers, sockets).
 
-        ``direct``: past the page cache (``DirectBlobWriter``), for ingest streams written once and
-        read much later, keeping the first ``keep_head`` bytes in memory as the writer's ``head``.
+        The first ``keep_head`` bytes stay in memory as the writer's ``head``, for a header parse.
         """
-        if direct:
-            return DirectBlobWriter(self.tmp_dir, self.direct_buffers, keep_head=keep_head)
-        return BlobWriter(self.tmp_dir)
+        return BlobWriter(self.tmp_dir, keep_head=keep_head)
 
     def prepare(self, ref: BlobRef) -> None:
         """Make the blob's folder ahead of its commit, where the caller has time to spare.
@@ -394,9 +261,14 @@ class LocalBlobStore:
         what a writer uses that can redo the batch from its own durable copy if this never returns.
 
         Then the ``written`` blobs, clean after the sync, leave the page cache (``drop_cached``):
-        for buffered ingest copies (the DIMSE indexer's) that are read, if at all, much later. Given
-        back, their pages can serve the next batch instead of new ones, which cost a host fault on
-        this VM (see ``DirectBlobWriter``, what STOW-RS uses instead).
+        ingest copies (STOW-RS parts, the DIMSE indexer's) are read, if at all, much later. Given
+        back, their pages serve the next batch instead of new ones: on a VM whose balloon reports
+        free pages to the host (this one), a page the guest has not used lately costs a host fault
+        (``python -m benchmarks.ingest.page_reuse``: 2.2x the files/s of keeping them cached, at a
+        third of the system CPU). Writing past the page cache (``O_DIRECT``) took no new pages
+        either, but each write waited for the disk: STOW-RS of 1,000 CT ran at a median 377
+        instances/s that way against 397 given back (eleven alternating pairs, eight won by
+        give-back), for 0.12 ms more system CPU per instance (median 0.76 against 0.64).
         """
         fd = os.open(self.root, os.O_RDONLY)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consult_api.config import Settings
 from consult_api.dicom.models import Instance, Series, Study
-from tests.conftest import Actors, Network, new_case
+from tests.conftest import Actors, Network, new_case, resident_pages
 from tests.consult_api.dicom.conftest import (
     CT_SMALL,
     JPEG2000,
@@ -69,6 +70,24 @@ def test_stow_then_qido_then_wado_byte_identical(client: TestClient, as_: Actors
     assert multipart_parts(retrieved.content, retrieved.headers["content-type"]) == [
         originals["CT_small.dcm"]
     ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="page cache advice is Linux's")
+def test_stow_gives_the_page_cache_back_once_its_parts_are_durable(
+    client: TestClient, as_: Actors, settings: Settings
+) -> None:
+    """The next request writes into the pages this one used, not new ones (see ``sync_all``)."""
+    probe = settings.blob_dir / "tmp" / "probe"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"x" * 65_536)
+    if resident_pages(probe) == 0:
+        pytest.skip("this filesystem does not keep written pages cached")
+    probe.unlink()
+    response = stow(client, as_["ref_d1"], [CT_SMALL.read_bytes(), MR_SMALL.read_bytes()])
+    assert response.status_code == 200, response.text
+    stored = blob_files(settings)
+    assert len(stored) == 2
+    assert [resident_pages(path) for path in stored] == [0, 0]
 
 
 def test_stow_is_idempotent_and_refuses_changed_bytes(

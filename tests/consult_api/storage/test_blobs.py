@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import hashlib
-import mmap
 import os
 import random
 import sys
@@ -16,16 +13,14 @@ from pathlib import Path
 import pytest
 
 from consult_api.errors import StorageError
-from consult_api.storage import blobs
 from consult_api.storage.blobs import (
-    DIRECT_BUFFER_BYTES,
     BlobCorrupted,
     BlobNotFound,
     BlobRef,
     BlobWriter,
-    DirectBlobWriter,
     LocalBlobStore,
 )
+from tests.conftest import resident_pages
 
 
 @pytest.fixture
@@ -76,19 +71,6 @@ def test_failed_stream_leaves_nothing_behind(store: LocalBlobStore) -> None:
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
 
 
-def _resident_pages(path: Path) -> int:
-    """Pages of ``path`` in the page cache, by ``mincore`` on a private read mapping of it."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    size = path.stat().st_size
-    pages = -(-size // mmap.PAGESIZE)
-    vector = (ctypes.c_ubyte * pages)()
-    with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY) as view:
-        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-        if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) != 0:
-            pytest.skip(f"mincore: errno {ctypes.get_errno()}")
-        return sum(v & 1 for v in vector)
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="page cache advice is Linux's")
 def test_a_synced_batch_leaves_the_page_cache_and_still_reads_back(store: LocalBlobStore) -> None:
     """``sync_all(written=...)`` drops what it made durable; blobs not named stay cached."""
@@ -97,30 +79,20 @@ def test_a_synced_batch_leaves_the_page_cache_and_still_reads_back(store: LocalB
     for blob in staged:
         store.commit(blob, sync_dir=False)
     dropped_path, kept_path = (store.local_path(blob.ref.sha256) for blob in staged)
-    if _resident_pages(dropped_path) == 0:
+    if resident_pages(dropped_path) == 0:
         pytest.skip("this filesystem does not keep written pages cached (tmpfs keeps them as the file)")
     missing = BlobRef("0" * 64, 1)  # a refused instance: no blob under its name
     store.sync_all(written=[staged[0].ref, missing])
-    assert _resident_pages(dropped_path) == 0
-    assert _resident_pages(kept_path) > 0
+    assert resident_pages(dropped_path) == 0
+    assert resident_pages(kept_path) > 0
     assert store.read_bytes(staged[0].ref.sha256) == dropped
 
 
-SIZES = [
-    0,
-    1,
-    4095,
-    4096,
-    4097,
-    DIRECT_BUFFER_BYTES - 1,
-    DIRECT_BUFFER_BYTES,
-    DIRECT_BUFFER_BYTES + 1,
-    3_145_851,
-]
+SIZES = [0, 1, 4095, 65_535, 65_536, 65_537, 3_145_851]
 
 
 def _write_in_pieces(writer: BlobWriter, data: bytes, seed: int) -> None:
-    """Uneven pieces, as a multipart parser hands them over (some cross the buffer's end)."""
+    """Uneven pieces, as a multipart parser hands them over (some cross the head's end)."""
     pieces = random.Random(seed)
     at = 0
     while at < len(data):
@@ -130,69 +102,18 @@ def _write_in_pieces(writer: BlobWriter, data: bytes, seed: int) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_a_direct_writer_stores_exactly_the_bytes_it_was_given(store: LocalBlobStore, size: int) -> None:
+def test_a_writer_keeps_the_head_it_was_asked_for(store: LocalBlobStore, size: int) -> None:
+    """``keep_head``: a header parsed from memory, without reading the file back."""
     data = os.urandom(size)
-    writer = store.open_writer(direct=True, keep_head=65_536)
+    writer = store.open_writer(keep_head=65_536)
     _write_in_pieces(writer, data, size)
     staged = writer.finish(durable=False)
     assert staged.ref == BlobRef(hashlib.sha256(data).hexdigest(), size)
-    assert staged.path.read_bytes() == data  # padding cut off, every block where it belongs
+    assert staged.path.read_bytes() == data
     assert writer.head == data[:65_536]
     store.commit(staged)
     assert store.read_bytes(staged.ref.sha256) == data
-
-
-def test_direct_writes_leave_nothing_in_the_page_cache(store: LocalBlobStore) -> None:
-    writer = store.open_writer(direct=True)
-    if not isinstance(writer, DirectBlobWriter) or not writer.direct:
-        writer.abort()
-        pytest.skip("this filesystem refuses O_DIRECT")
-    writer.write(os.urandom(700_000))
-    staged = writer.finish(durable=True)
-    assert _resident_pages(staged.path) == 0
-
-
-def test_direct_writers_reuse_their_buffers(store: LocalBlobStore) -> None:
-    """Buffers go back to the store's pool on finish and on abort, and come out again."""
-    first = store.open_writer(direct=True)
-    second = store.open_writer(direct=True)
-    assert isinstance(first, DirectBlobWriter) and isinstance(second, DirectBlobWriter)
-    buffers = {id(first._buffer), id(second._buffer)}
-    assert len(buffers) == 2  # two writers at once never share one
-    first.write(b"x" * 10)
-    first.finish()
-    second.abort()
-    assert not second.path.exists()
-    third, fourth = store.open_writer(direct=True), store.open_writer(direct=True)
-    assert isinstance(third, DirectBlobWriter) and isinstance(fourth, DirectBlobWriter)
-    assert {id(third._buffer), id(fourth._buffer)} == buffers
-    third.abort()
-    fourth.abort()
-
-
-def test_a_filesystem_without_o_direct_gets_the_same_bytes(
-    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(blobs, "_set_direct", lambda fd, on: False)
-    data = os.urandom(DIRECT_BUFFER_BYTES + 5_000)
-    writer = store.open_writer(direct=True)
-    _write_in_pieces(writer, data, 1)
-    staged = writer.finish()
-    assert staged.path.read_bytes() == data
-
-
-def test_a_full_disk_during_a_direct_write_leaves_nothing(
-    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def full(fd: int, data: object) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    writer = store.open_writer(direct=True)
-    monkeypatch.setattr(blobs.os, "write", full)
-    with pytest.raises(StorageError) as info:
-        writer.write(b"y" * (DIRECT_BUFFER_BYTES + 1))
-    assert info.value.status_code == 507
-    monkeypatch.undo()
-    assert list(store.tmp_dir.iterdir()) == []
-    again = store.open_writer(direct=True)  # the buffer went back to the pool
-    again.abort()
+    unasked = store.open_writer()
+    unasked.write(b"DICM")
+    assert unasked.head == b""  # not asked for: nothing kept
+    unasked.abort()
