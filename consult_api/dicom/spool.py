@@ -451,7 +451,7 @@ class DimseSpool:
         except DicomRejected as exc:
             return answer(exc)
         item = self._make_durable(data, crc32c, parsed, association, slot)
-        return self._enqueue(item)
+        return self._enqueue(item, data)
 
     def _make_durable(
         self,
@@ -516,7 +516,12 @@ class DimseSpool:
             association.close()  # a fresh connection for the next instance
             raise DicomRejected(parsing.OUT_OF_RESOURCES, "index unavailable; send again later") from exc
 
-    def _enqueue(self, item: Spooled) -> tuple[int, str | None]:
+    def _enqueue(self, item: Spooled, data: bytes | None = None) -> tuple[int, str | None]:
+        """Queue ``item`` for indexing, unless its UID is queued already (then compare the bytes).
+
+        ``data``: the item's bytes where the caller still holds them (a record received live, whose
+        sha256 is not known yet); items that come with a ``ref`` need none.
+        """
         uid = item.parsed.sop_instance_uid
         with self._cv:
             pending = self._backlog.pending.get(uid)
@@ -532,9 +537,7 @@ class DimseSpool:
             pending_bytes = self._unhashed_bytes(pending)
         try:  # sent twice in quick succession
             pending_sha256 = _content_address(pending, pending_bytes)
-            ingest.is_duplicate(
-                pending_sha256, _content_address(item, self._unhashed_bytes(item)), item.parsed
-            )
+            ingest.is_duplicate(pending_sha256, _content_address(item, data), item.parsed)
         except DicomRejected as exc:
             return answer(exc)
         finally:
@@ -737,4 +740,4 @@ class DimseSpool:
         if sender is None:
             log.warning("spooled instance of an AE title no longer registered; not replayed")
             return None
-        return Spooled(BlobRef(hashlib.sha256(data).hexdigest(), len(data)), parsed, sender)
+        return Spooled(BlobRef(_sha256(data), len(data)), parsed, sender)

@@ -368,8 +368,9 @@ class DurableRing:
         _magic, seq, span, length, digest, tag, committed = HEADER_V2.unpack(head)
         if not self._spans(offset, span, HEADER_V2_SIZE + length):
             return None
-        entry = RingEntry(seq, offset, span, length, None, _tag_text(tag), committed, HEADER_V2_SIZE)
-        return replace(entry, sha256=digest.hex())
+        return RingEntry(
+            seq, offset, span, length, None, _tag_text(tag), committed, HEADER_V2_SIZE, sha256=digest.hex()
+        )
 
     def _entry_v1(self, offset: int, raw: bytes) -> RingEntry | None:
         head = _checked(raw, HEADER_V1)
@@ -379,8 +380,9 @@ class DurableRing:
         span = _aligned(HEADER_V1_SIZE + length)
         if offset + span > self.size:
             return None
-        entry = RingEntry(seq, offset, span, length, None, _tag_text(tag), header_size=HEADER_V1_SIZE)
-        return replace(entry, sha256=digest.hex())
+        return RingEntry(
+            seq, offset, span, length, None, _tag_text(tag), header_size=HEADER_V1_SIZE, sha256=digest.hex()
+        )
 
     def _valid_at(self, offset: int) -> int | None:
         entry = self._entry_at(offset)
